@@ -18,7 +18,8 @@ import socket
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -176,3 +177,90 @@ def remove_data() -> None:
     stop_postgres()
     stop_redis()
     shutil.rmtree(LOCAL_DIR, ignore_errors=True)
+
+
+# --- Status, and URLs without starting anything ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What ``manage.py embedded status`` reports about one embedded server."""
+
+    name: str
+    running: bool
+    pid: int | None
+    url: str
+    data_dir: Path
+
+
+def status() -> list[ServerStatus]:
+    """The embedded servers as they are now; starts nothing."""
+    return [_postgres_status(), _redis_status()]
+
+
+def should_start_servers(argv: Sequence[str]) -> bool:
+    """False for ``manage.py embedded ...``: it inspects or stops the servers, so settings
+    must not start them first (``embedded url`` starts PostgreSQL itself when asked)."""
+    return list(argv[1:2]) != ["embedded"]
+
+
+def postgres_url_without_start() -> str:
+    """The embedded PostgreSQL's URL as it is (or would be) served; starts nothing."""
+    socket_dir = _postmaster_fields().get("socket_dir") or str(PG_DATA)
+    return f"postgresql://postgres@/{DATABASE_NAME}?host={socket_dir}"
+
+
+def redis_url_without_start() -> str:
+    """The embedded Redis's URL as it is (or would be) served; starts nothing."""
+    return f"unix://{_redis_socket()}?db=0"
+
+
+def _postmaster_fields() -> dict[str, str]:
+    """The fields of ``postmaster.pid`` that we use, or {} when there is no readable one."""
+    try:
+        lines = (PG_DATA / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return {}
+    # Layout of postmaster.pid (PostgreSQL's pidfile.h): pid, data dir, start time, port,
+    # socket dir, listen address, shared memory key, status.
+    names = ("pid", "data_dir", "start_time", "port", "socket_dir")
+    return {name: value.strip() for name, value in zip(names, lines, strict=False)}
+
+
+def _postgres_status() -> ServerStatus:
+    fields = _postmaster_fields()
+    pid = int(fields["pid"]) if fields.get("pid", "").isdigit() else None
+    socket_dir = fields.get("socket_dir")
+    port = fields.get("port") or "5432"
+    listening = bool(socket_dir) and Path(str(socket_dir), f".s.PGSQL.{port}").exists()
+    return ServerStatus(
+        name="PostgreSQL",
+        running=pid is not None and _process_alive(pid) and listening,
+        pid=pid,
+        url=postgres_url_without_start(),
+        data_dir=PG_DATA,
+    )
+
+
+def _redis_status() -> ServerStatus:
+    try:
+        pid_text = (REDIS_DIR / "redis.pid").read_text().strip()
+    except OSError:
+        pid_text = ""
+    return ServerStatus(
+        name="Redis",
+        running=_redis_alive(_redis_socket()),
+        pid=int(pid_text) if pid_text.isdigit() else None,
+        url=redis_url_without_start(),
+        data_dir=REDIS_DIR,
+    )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it just belongs to another user (embedded_postgres)
+    return True

@@ -17,7 +17,7 @@ class KeyedFormatter(logging.Formatter):
     The pairs go right after the message, before any traceback, so one grep finds a line.
     """
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         event = extras.pop("event", None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from services.schedules import Cron, Schedule, ScheduleError
@@ -135,7 +135,9 @@ def task(
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         task_name = name or func.__name__
-        _check_arguments(task_name, timeout, retries, retry_backoff, overlap, catch_up_grace)
+        _check_arguments(
+            task_name, timeout, retries, retry_backoff, retry_backoff_cap, overlap, catch_up_grace
+        )
         spec = TaskSpec(
             name=task_name,
             func=func,
@@ -151,7 +153,7 @@ def task(
             catch_up_grace=float(catch_up_grace),
             enabled_when=enabled_when,
         )
-        (into or registry).add(spec)
+        (registry if into is None else into).add(spec)  # an empty Registry is falsy
         func.task_spec = spec  # type: ignore[attr-defined]
         return func
 
@@ -159,7 +161,13 @@ def task(
 
 
 def _check_arguments(
-    name: str, timeout: float, retries: int, backoff: float, overlap: str, grace: float
+    name: str,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    backoff_cap: float,
+    overlap: str,
+    grace: float,
 ) -> None:
     if not name or any(c.isspace() for c in name):
         raise RegistryError(f"task name {name!r} must be non-empty and without spaces")
@@ -169,6 +177,11 @@ def _check_arguments(
         raise RegistryError(f"task {name!r}: retries must be >= 0, got {retries}")
     if backoff <= 0:
         raise RegistryError(f"task {name!r}: retry_backoff must be > 0, got {backoff}")
+    if backoff_cap < backoff:
+        raise RegistryError(
+            f"task {name!r}: retry_backoff_cap must be >= retry_backoff ({backoff}), "
+            f"got {backoff_cap}"
+        )
     if overlap not in OVERLAP_POLICIES:
         raise RegistryError(f"task {name!r}: overlap must be one of {OVERLAP_POLICIES}")
     if grace < 0:
@@ -185,8 +198,20 @@ def _where(func: Callable[..., Any]) -> str:
 
 
 def discover() -> Registry:
-    """Import every installed app's ``tasks`` module so their decorators register."""
+    """Import every installed app's ``tasks`` module (and WORKER_TASK_MODULES) to register."""
+    from importlib import import_module
+
+    from django.conf import settings
     from django.utils.module_loading import autodiscover_modules
 
     autodiscover_modules("tasks")
+    for module in settings.WORKER_TASK_MODULES:
+        import_module(module)
     return registry
+
+
+def bind_time_zone(spec: TaskSpec, tz: Any) -> TaskSpec:
+    """``spec`` with its schedule's missing time zone set to ``tz`` (settings.TIME_ZONE)."""
+    if spec.schedule is None:
+        return spec
+    return replace(spec, schedule=spec.schedule.with_default_tz(tz))

@@ -8,6 +8,7 @@ See README.md for every variable.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -26,7 +27,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = os.environ
 
 
-def _config(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _config[**P, R](fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Call a parser; a bad value stops start-up with its message, not a traceback."""
     try:
         return fn(*args, **kwargs)
     except ConfigError as exc:
@@ -153,6 +155,10 @@ WORKER_TASK_THREADS = _config(
 WORKER_MAX_SLEEP = _config(
     parse_float, "WORKER_MAX_SLEEP", env.get("WORKER_MAX_SLEEP"), default=300.0
 )
+
+# Extra modules whose @task functions register besides every app's tasks.py (comma-separated),
+# e.g. the acceptance tests' fast tasks.
+WORKER_TASK_MODULES = [m.strip() for m in env.get("WORKER_TASK_MODULES", "").split(",") if m]
 
 # --- Logging ------------------------------------------------------------------------------
 LOG_LEVEL = env.get("LOG_LEVEL", "INFO").upper()

@@ -5,67 +5,135 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='RuntimeSetting',
+            name="RuntimeSetting",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=100, unique=True)),
-                ('value', models.JSONField()),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=100, unique=True)),
+                ("value", models.JSONField()),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['key'],
+                "ordering": ["key"],
             },
         ),
         migrations.CreateModel(
-            name='ScheduledJob',
+            name="ScheduledJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('schedule', models.CharField(blank=True, help_text='The schedule in words.', max_length=300)),
-                ('tags', models.JSONField(blank=True, default=list)),
-                ('active', models.BooleanField(default=True, help_text="False when the task is no longer in the code's registry.")),
-                ('paused', models.BooleanField(default=False, help_text='Paused jobs are not run on schedule.')),
-                ('next_run_at', models.DateTimeField(blank=True, null=True)),
-                ('last_slot_at', models.DateTimeField(blank=True, null=True)),
-                ('run_requested_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "schedule",
+                    models.CharField(
+                        blank=True, help_text="The schedule in words.", max_length=300
+                    ),
+                ),
+                ("tags", models.JSONField(blank=True, default=list)),
+                (
+                    "active",
+                    models.BooleanField(
+                        default=True,
+                        help_text="False when the task is no longer in the code's registry.",
+                    ),
+                ),
+                (
+                    "paused",
+                    models.BooleanField(
+                        default=False, help_text="Paused jobs are not run on schedule."
+                    ),
+                ),
+                ("next_run_at", models.DateTimeField(blank=True, null=True)),
+                ("last_slot_at", models.DateTimeField(blank=True, null=True)),
+                ("run_requested_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='TaskRun',
+            name="TaskRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slot', models.DateTimeField(blank=True, null=True)),
-                ('source', models.CharField(choices=[('scheduled', 'Scheduled'), ('manual', 'Manual'), ('catch_up', 'catch-up')], max_length=16)),
-                ('worker_id', models.CharField(blank=True, max_length=200)),
-                ('status', models.CharField(choices=[('running', 'Running'), ('success', 'Success'), ('failure', 'Failure'), ('skipped', 'Skipped'), ('timeout', 'Timeout')], max_length=16)),
-                ('attempt', models.PositiveIntegerField(default=1)),
-                ('started_at', models.DateTimeField()),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('duration', models.FloatField(blank=True, help_text='Seconds.', null=True)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('traceback', models.TextField(blank=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='services.scheduledjob')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slot", models.DateTimeField(blank=True, null=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("scheduled", "Scheduled"),
+                            ("manual", "Manual"),
+                            ("catch_up", "catch-up"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("worker_id", models.CharField(blank=True, max_length=200)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("success", "Success"),
+                            ("failure", "Failure"),
+                            ("skipped", "Skipped"),
+                            ("timeout", "Timeout"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("attempt", models.PositiveIntegerField(default=1)),
+                ("started_at", models.DateTimeField()),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("duration", models.FloatField(blank=True, help_text="Seconds.", null=True)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("result", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("traceback", models.TextField(blank=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="runs",
+                        to="services.scheduledjob",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started_at'],
-                'indexes': [models.Index(fields=['job', '-started_at'], name='taskrun_job_recent'), models.Index(fields=['status', '-started_at'], name='taskrun_status_recent'), models.Index(condition=models.Q(('status', 'running')), fields=['job', 'lease_until'], name='taskrun_running')],
-                'constraints': [models.UniqueConstraint(fields=('job', 'slot'), name='taskrun_one_per_slot')],
+                "ordering": ["-started_at"],
+                "indexes": [
+                    models.Index(fields=["job", "-started_at"], name="taskrun_job_recent"),
+                    models.Index(fields=["status", "-started_at"], name="taskrun_status_recent"),
+                    models.Index(
+                        condition=models.Q(("status", "running")),
+                        fields=["job", "lease_until"],
+                        name="taskrun_running",
+                    ),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("job", "slot"), name="taskrun_one_per_slot")
+                ],
             },
         ),
     ]

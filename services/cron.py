@@ -1,0 +1,253 @@
+"""The cron component: registered tasks fire at their slots, each slot once across all workers.
+
+Every replica computes the same slots (schedules are pure and deterministic) and races for a
+unique (task, slot) row; the winner runs it. Between fires the component sleeps until the
+earliest deadline on its timer heap: no query, no log line. Heap keys are ``(task, slot)``, so a
+slot whose claim failed (database away) can be put back and tried again without losing it.
+
+At start: sync ScheduledJob rows from the registry, close runs abandoned by dead workers, and
+catch up each task's latest missed slot once (coalesced) if it is within the task's grace.
+"Run now" requests from the admin arrive by NOTIFY on ``services_jobs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from services import store
+from services.clock import Clock
+from services.execution import Executor, Outcome
+from services.registry import TaskSpec
+from services.schedules import latest_slot
+from services.store import AlreadyRunning, AsyncStore, JobState
+from services.timers import TimerHeap
+
+logger = logging.getLogger(__name__)
+
+REQUESTS_CHANNEL = "services_jobs"
+CLAIM_RETRY_DELAY = 5.0  # seconds before a slot whose claim failed is tried again
+Slot = tuple[str, datetime]
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class CronComponent:
+    name = "cron"
+
+    def __init__(
+        self,
+        specs: list[TaskSpec],
+        db: AsyncStore,
+        executor: Executor,
+        clock: Clock,
+        *,
+        subscribe: Callable[..., Callable[[], None]] | None = None,
+    ) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self.db = db
+        self.executor = executor
+        self.clock = clock
+        self._subscribe = subscribe
+        self.heap: TimerHeap[Slot] = TimerHeap()
+        self._wake = asyncio.Event()
+        self._requests_pending = True  # requests made while no worker ran are taken at start
+        self._inflight: set[asyncio.Task[Outcome | None]] = set()
+        self.launched = 0  # runs started since creation; tests and health read it
+        self._launch_seen = asyncio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self._wake = asyncio.Event()
+        self.heap = TimerHeap()
+        await self._start(catch_up_source="catch_up", stopping=stopping)
+        unsubscribe = self._listen()
+        relay = asyncio.create_task(self._relay_stop(stopping))
+        try:
+            await self._loop(stopping)
+            await self.wait_idle()
+        finally:
+            relay.cancel()
+            unsubscribe()
+
+    async def run_once(self, stopping: asyncio.Event) -> list[Outcome | None]:
+        """Run every due slot once (the latest missed one per task, within grace), then return."""
+        await self._start(catch_up_source="scheduled", stopping=stopping, plan_next=False)
+        return list(await asyncio.gather(*self._inflight))  # before they leave the set
+
+    async def _start(
+        self, *, catch_up_source: str, stopping: asyncio.Event, plan_next: bool = True
+    ) -> None:
+        now = self.clock.now()
+        states = await self.db.call(store.sync_jobs, list(self.specs.values()), now)
+        await self.db.call(store.recover_abandoned, now)
+        for spec in self.specs.values():
+            if spec.schedule is not None and spec.name in states:
+                self._plan(spec, states[spec.name], now, catch_up_source, stopping, plan_next)
+        logger.info(
+            "cron ready",
+            extra={"event": "cron.ready", "jobs": len(self.specs), "timers": len(self.heap)},
+        )
+
+    def _plan(
+        self,
+        spec: TaskSpec,
+        state: JobState,
+        now: datetime,
+        source: str,
+        stopping: asyncio.Event,
+        plan_next: bool,
+    ) -> None:
+        assert spec.schedule is not None
+        anchor = state.last_slot_at or now
+        missed = latest_slot(spec.schedule, anchor, now) if spec.catch_up else None
+        if missed is not None and self._fire_at(spec, missed) > now:
+            self.heap.schedule((spec.name, missed), self._fire_at(spec, missed))  # jitter pending
+        elif missed is not None and (now - missed).total_seconds() <= spec.catch_up_grace:
+            self._launch(spec, missed, source, stopping)
+        if plan_next:
+            self._schedule_after(spec, max(now, missed or now), now)
+
+    def _listen(self) -> Callable[[], None]:
+        if self._subscribe is None:
+            return lambda: None
+        return self._subscribe(REQUESTS_CHANNEL, self._on_request, on_connect=self._on_request)
+
+    def _on_request(self, _payload: str = "") -> None:
+        self._requests_pending = True
+        self._wake.set()
+
+    async def _relay_stop(self, stopping: asyncio.Event) -> None:
+        await stopping.wait()
+        self._wake.set()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _loop(self, stopping: asyncio.Event) -> None:
+        while True:
+            self._wake.clear()  # before looking for work, so no wake-up is lost
+            if stopping.is_set():
+                return
+            if self._requests_pending:
+                self._requests_pending = False
+                await self._take_requests(stopping)
+            now = self.clock.now()
+            for (name, slot), _ in self.heap.pop_due(now):
+                spec = self.specs[name]
+                self._launch(spec, slot, "scheduled", stopping)
+                self._schedule_after(spec, slot, now)
+            await self.clock.sleep_until(self.heap.next_deadline(), self._wake)
+
+    def _fire_at(self, spec: TaskSpec, slot: datetime) -> datetime:
+        assert spec.schedule is not None
+        return slot + timedelta(seconds=spec.schedule.fire_delay(spec.name, slot))
+
+    def _schedule_after(self, spec: TaskSpec, after: datetime, now: datetime) -> None:
+        """Put the task's next slot on the heap; if the loop fell behind, only the latest one."""
+        assert spec.schedule is not None
+        slot = spec.schedule.next_slot(after)
+        if slot is None:
+            return
+        if self._fire_at(spec, slot) < now:
+            slot = latest_slot(spec.schedule, after, now) or slot
+        self.heap.schedule((spec.name, slot), self._fire_at(spec, slot))
+
+    def _launch(
+        self, spec: TaskSpec, slot: datetime | None, source: str, stopping: asyncio.Event
+    ) -> None:
+        task = asyncio.create_task(self._run_slot(spec, slot, source, stopping), name=spec.name)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        self.launched += 1
+        self._launch_seen.set()
+
+    async def wait_launched(self, count: int) -> None:
+        """Return once ``count`` runs have been launched (claims may still be under way)."""
+        while self.launched < count:
+            self._launch_seen.clear()
+            await self._launch_seen.wait()
+
+    def in_flight(self) -> frozenset[asyncio.Task[Outcome | None]]:
+        return frozenset(self._inflight)
+
+    async def wait_idle(self) -> None:
+        """Return once every launched run has finished and recorded its outcome."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    # --- one run -----------------------------------------------------------------------------
+
+    async def _run_slot(
+        self, spec: TaskSpec, slot: datetime | None, source: str, stopping: asyncio.Event
+    ) -> Outcome | None:
+        try:
+            if spec.enabled_when is not None and not await self.db.call(spec.is_enabled):
+                logger.debug("task disabled", extra={"event": "cron.disabled", "task": spec.name})
+                return None
+            claim = await self.db.call(
+                store.claim_slot,
+                spec.name,
+                slot,
+                source=source,
+                worker_id=self.executor.worker_id,
+                now=self.clock.now(),
+                lease_until=self.executor.lease_until(),
+                overlap=spec.overlap,
+            )
+        except AlreadyRunning as exc:
+            logger.warning(str(exc), extra={"event": "cron.run_now_refused", "task": spec.name})
+            return None
+        except Exception:
+            self._retry_claim_later(spec, slot)
+            return None
+        if claim.outcome == "skipped":
+            logger.info("run skipped", extra={"event": "task.skipped", "task": spec.name})
+        if claim.outcome != "claimed" or claim.run_id is None:
+            return None
+        kwargs: dict[str, Any] = {"slot": slot or self.clock.now()} if spec.wants_slot else {}
+        return await self.executor.execute(spec, claim.run_id, kwargs, stopping)
+
+    def _retry_claim_later(self, spec: TaskSpec, slot: datetime | None) -> None:
+        logger.error(
+            "could not claim run",
+            exc_info=True,
+            extra={"event": "cron.claim_failed", "task": spec.name},
+        )
+        now = self.clock.now()
+        if slot is not None and (now - slot).total_seconds() <= max(spec.catch_up_grace, 60.0):
+            self.heap.schedule((spec.name, slot), now + timedelta(seconds=CLAIM_RETRY_DELAY))
+            self._wake.set()
+
+    async def _take_requests(self, stopping: asyncio.Event) -> None:
+        try:
+            names = await self.db.call(store.take_run_requests)
+        except Exception:
+            logger.error(
+                "could not read run requests",
+                exc_info=True,
+                extra={"event": "cron.requests_failed"},
+            )
+            return
+        for name in names:
+            spec = self.specs.get(name)
+            if spec is not None:
+                logger.info("run requested", extra={"event": "cron.run_requested", "task": name})
+                self._launch(spec, None, "manual", stopping)
+
+    def health(self) -> dict[str, Any]:
+        deadline = self.heap.next_deadline()
+        return {
+            "jobs": len(self.specs),
+            "next_fire_at": deadline.isoformat() if deadline else None,
+            "in_flight": len(self._inflight),
+            **self.executor.health(),
+        }
