@@ -16,6 +16,11 @@ class ServicesConfig(AppConfig):
 
     def ready(self) -> None:
         from services import checks  # noqa: F401 - registers the system checks
+        from services.registry import discover
+
+        # Every process knows every task (and the runtime settings their modules declare);
+        # a duplicate task name stops start-up here, naming both functions.
+        discover()
 
     def worker_components(self, ctx: WorkerContext) -> list[Component]:
         from services.cron import CronComponent

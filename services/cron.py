@@ -193,16 +193,7 @@ class CronComponent:
             if spec.enabled_when is not None and not await self.db.call(spec.is_enabled):
                 logger.debug("task disabled", extra={"event": "cron.disabled", "task": spec.name})
                 return None
-            claim = await self.db.call(
-                store.claim_slot,
-                spec.name,
-                slot,
-                source=source,
-                worker_id=self.executor.worker_id,
-                now=self.clock.now(),
-                lease_until=self.executor.lease_until(),
-                overlap=spec.overlap,
-            )
+            claim = await self._claim(spec, slot, source)
         except AlreadyRunning as exc:
             logger.warning(str(exc), extra={"event": "cron.run_now_refused", "task": spec.name})
             return None
@@ -215,6 +206,28 @@ class CronComponent:
             return None
         kwargs: dict[str, Any] = {"slot": slot or self.clock.now()} if spec.wants_slot else {}
         return await self.executor.execute(spec, claim.run_id, kwargs, stopping)
+
+    async def _claim(self, spec: TaskSpec, slot: datetime | None, source: str) -> store.Claim:
+        """Claim the run; if shutdown cancels us meanwhile, close a row the claim created."""
+        claiming = asyncio.ensure_future(
+            self.db.call(
+                store.claim_slot,
+                spec.name,
+                slot,
+                source=source,
+                worker_id=self.executor.worker_id,
+                now=self.clock.now(),
+                lease_until=self.executor.lease_until(),
+                overlap=spec.overlap,
+            )
+        )
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            claim = await claiming  # the claim commits in its thread whatever we do here
+            if claim.outcome == "claimed" and claim.run_id is not None:
+                await self.executor.record_cancelled(spec, claim.run_id)
+            raise
 
     def _retry_claim_later(self, spec: TaskSpec, slot: datetime | None) -> None:
         logger.error(

@@ -67,10 +67,13 @@ class Executor:
             try:
                 outcome = await self._with_policy(spec, run_id, kwargs, stopping)
             except asyncio.CancelledError:
-                await self._record(spec, run_id, Outcome("failure", 0, error=CANCELLED))
+                await self.record_cancelled(spec, run_id)
                 raise
             await self._record(spec, run_id, outcome)
         return outcome
+
+    async def record_cancelled(self, spec: TaskSpec, run_id: int) -> None:
+        await self._record(spec, run_id, Outcome("failure", 0, error=CANCELLED))
 
     async def _record(self, spec: TaskSpec, run_id: int, outcome: Outcome) -> None:
         write = self.db.call(

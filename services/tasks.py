@@ -35,12 +35,12 @@ DATABASE_SESSION_ENGINES = {
 TASK_RUNS_RETENTION = declare(
     "retention.task_runs_days",
     30,
-    "Days of task run history to keep (beyond each task's newest runs). <= 0 keeps all.",
+    "Days of task run history to keep. <= 0: no age limit.",
 )
 TASK_RUNS_KEPT_PER_TASK = declare(
     "retention.task_runs_max_per_task",
     500,
-    "Newest runs of each task kept whatever their age. <= 0: age alone decides.",
+    "At most this many runs are kept per task (the newest). <= 0: no cap.",
 )
 
 
@@ -104,41 +104,44 @@ def cleanup_skipped(task_name: str, setting_key: str) -> dict[str, Any]:
 
 @task(DailyAt(3, 15), tags=MAINTENANCE_TAGS, retries=2, timeout=600)
 def cleanup_task_runs(slot: datetime | None = None) -> dict[str, Any]:
-    """Delete task runs older than the retention, keeping each task's newest runs."""
+    """Delete task runs older than the retention, and each task's runs beyond its newest N."""
     slot = resolve_slot(slot)
     days = get_value(TASK_RUNS_RETENTION.key)
-    if days <= 0:
-        return cleanup_skipped("cleanup_task_runs", TASK_RUNS_RETENTION.key)
     kept_per_task = get_value(TASK_RUNS_KEPT_PER_TASK.key)
-    cutoff = slot - timedelta(days=days)
+    if days <= 0 and kept_per_task <= 0:
+        return cleanup_skipped("cleanup_task_runs", TASK_RUNS_RETENTION.key)
+    cutoff = slot - timedelta(days=days) if days > 0 else None
     deleted = 0
     for job_id in ScheduledJob.objects.order_by("pk").values_list("pk", flat=True):
         deleted += delete_in_batches(_deletable_runs(job_id, cutoff, kept_per_task))
     return cleanup_done(
         "cleanup_task_runs",
         deleted,
-        cutoff=cutoff.isoformat(),
+        cutoff=cutoff.isoformat() if cutoff else None,
         retention_days=days,
         kept_per_task=kept_per_task,
     )
 
 
-def _deletable_runs(job_id: int, cutoff: datetime, kept_per_task: int) -> QuerySet[TaskRun]:
-    """Runs of one job started before ``cutoff``, past its newest ``kept_per_task``, not running.
+def _deletable_runs(
+    job_id: int, cutoff: datetime | None, kept_per_task: int
+) -> QuerySet[TaskRun]:
+    """Runs of one job started before ``cutoff`` or past its newest ``kept_per_task``.
 
-    A running row is never deleted: its worker is about to write its outcome into it.
+    Either limit is off when unset/<= 0. A running row is never deleted: its worker is about
+    to write its outcome into it.
     """
     runs = TaskRun.objects.filter(job_id=job_id)
-    old = runs.filter(started_at__lt=cutoff).exclude(status=TaskRun.Status.RUNNING)
-    if kept_per_task <= 0:
-        return old
-    # The oldest row still among the newest kept_per_task; (started_at, pk) breaks ties.
-    newest = runs.order_by("-started_at", "-pk").values_list("started_at", "pk")
-    boundary = list(newest[kept_per_task - 1 : kept_per_task])
-    if not boundary:
-        return runs.none()
-    started_at, pk = boundary[0]
-    return old.filter(Q(started_at__lt=started_at) | Q(started_at=started_at, pk__lt=pk))
+    too_old = Q(started_at__lt=cutoff) if cutoff else Q(pk__in=[])
+    beyond_cap = Q(pk__in=[])
+    if kept_per_task > 0:
+        # The oldest row still among the newest kept_per_task; (started_at, pk) breaks ties.
+        newest = runs.order_by("-started_at", "-pk").values_list("started_at", "pk")
+        boundary = list(newest[kept_per_task - 1 : kept_per_task])
+        if boundary:
+            started_at, pk = boundary[0]
+            beyond_cap = Q(started_at__lt=started_at) | Q(started_at=started_at, pk__lt=pk)
+    return runs.filter(too_old | beyond_cap).exclude(status=TaskRun.Status.RUNNING)
 
 
 @task(DailyAt(4, 0), tags=MAINTENANCE_TAGS, retries=2, timeout=600)

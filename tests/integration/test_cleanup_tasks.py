@@ -133,30 +133,33 @@ def job_named(name: str) -> ScheduledJob:
 
 
 @pytest.mark.parametrize(
-    ("kept_per_task", "expected_survivors"),
+    ("days", "kept_per_task", "expected_survivors"),
     [
-        # Newest first: recent, old-1d, old-2d, running old-3d, old-4d, old-5d.
-        (2, {"recent", "old-1d", "running", "lonely"}),
-        (4, {"recent", "old-1d", "old-2d", "running", "lonely"}),
-        (10, {"recent", "old-1d", "old-2d", "running", "old-4d", "old-5d", "lonely"}),
-        (0, {"recent", "running"}),
-        (-1, {"recent", "running"}),
+        # Newest first: new-0, new-1, running (new-2), new-3, then old-1d, old-2d past the cutoff.
+        (30, 2, {"new-0", "new-1", "running", "other-new"}),
+        (30, 4, {"new-0", "new-1", "running", "new-3", "other-new"}),
+        (30, 10, {"new-0", "new-1", "running", "new-3", "other-new"}),
+        (30, 0, {"new-0", "new-1", "running", "new-3", "other-new"}),
+        (0, 2, {"new-0", "new-1", "running", "other-new", "other-old"}),
+        (-1, 3, {"new-0", "new-1", "running", "other-new", "other-old"}),
     ],
 )
-def test_task_runs_beyond_the_newest_per_task_and_old_go_running_never(
-    kept_per_task: int, expected_survivors: set[str]
+def test_task_runs_older_than_retention_or_beyond_the_cap_go_running_never(
+    days: int, kept_per_task: int, expected_survivors: set[str]
 ) -> None:
+    set_value("retention.task_runs_days", days)
     set_value("retention.task_runs_max_per_task", kept_per_task)
     cutoff = SLOT - 30 * DAY
     busy, quiet = job_named("busy"), job_named("quiet")
     runs = {
-        "recent": make_run(busy, cutoff),
+        "new-0": make_run(busy, SLOT - 1 * DAY),
+        "new-1": make_run(busy, SLOT - 2 * DAY),
+        "running": make_run(busy, SLOT - 3 * DAY, status="running"),
+        "new-3": make_run(busy, cutoff, status="failure"),  # at the cutoff: not older
         "old-1d": make_run(busy, cutoff - 1 * DAY),
         "old-2d": make_run(busy, cutoff - 2 * DAY),
-        "running": make_run(busy, cutoff - 3 * DAY, status="running"),
-        "old-4d": make_run(busy, cutoff - 4 * DAY, status="failure"),
-        "old-5d": make_run(busy, cutoff - 5 * DAY),
-        "lonely": make_run(quiet, cutoff - 100 * DAY),
+        "other-new": make_run(quiet, SLOT - 1 * DAY),
+        "other-old": make_run(quiet, cutoff - 100 * DAY),
     }
 
     result = cleanup_task_runs(slot=SLOT)
@@ -165,13 +168,13 @@ def test_task_runs_beyond_the_newest_per_task_and_old_go_running_never(
     assert survivors == expected_survivors
     assert result["deleted"] == len(runs) - len(expected_survivors)
     assert result["kept_per_task"] == kept_per_task
-    assert result["cutoff"] == cutoff.isoformat()
+    assert result["cutoff"] == (cutoff.isoformat() if days > 0 else None)
 
 
 def test_task_runs_started_at_the_same_instant_are_ranked_by_id() -> None:
     set_value("retention.task_runs_max_per_task", 2)
     job = job_named("ties")
-    at = SLOT - 60 * DAY
+    at = SLOT - DAY  # within the retention: only the cap removes one
     first, second, third = (make_run(job, at) for _ in range(3))
 
     assert cleanup_task_runs(slot=SLOT)["deleted"] == 1
@@ -180,7 +183,7 @@ def test_task_runs_started_at_the_same_instant_are_ranked_by_id() -> None:
 
 
 @pytest.mark.parametrize("disabled_days", [0, -5])
-def test_task_runs_retention_zero_or_less_disables(disabled_days: int) -> None:
+def test_task_runs_both_limits_off_disables(disabled_days: int) -> None:
     set_value("retention.task_runs_days", disabled_days)
     set_value("retention.task_runs_max_per_task", 0)
     run = make_run(job_named("j"), SLOT - 1000 * DAY)
