@@ -37,27 +37,26 @@ downtime: O(1) for ``Every``, a short probe-and-walk for the others.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
-from functools import lru_cache
-from typing import NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterBadDateError, CroniterError, croniter
+from zoneinfo import ZoneInfo
 
 from services.backoff import stable_fraction
+from services.cron_expr import (
+    ScheduleError,
+    as_utc,
+    cron_next,
+    normalize_tz,
+    parse_cron,
+    wall_clock_instant,
+    zone,
+    zone_name,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-
-
-class ScheduleError(ValueError):
-    """A schedule is invalid; the message names the offending value."""
 
 
 class Schedule(ABC):
@@ -88,7 +87,7 @@ class Schedule(ABC):
 
     def latest_slot(self, after: datetime, until: datetime) -> datetime | None:
         """The last slot s with after < s <= until, or None."""
-        after, until = _as_utc(after, "after"), _as_utc(until, "until")
+        after, until = as_utc(after, "after"), as_utc(until, "until")
         # Probe windows ending at `until`, doubling them, so a dense schedule never walks the whole
         # (hours long) catch-up window, then walk forward through the first window holding a slot.
         window = timedelta(seconds=1)
@@ -112,18 +111,18 @@ class Cron(Schedule):
     def __post_init__(self) -> None:
         if not isinstance(self.expr, str):
             raise TypeError(f"Cron expression must be a str, got {type(self.expr).__name__}")
-        object.__setattr__(self, "tz", _normalize_tz(self.tz))
+        object.__setattr__(self, "tz", normalize_tz(self.tz))
 
     def validate(self) -> None:
-        _parse_cron(self.expr)
-        _zone(self.tz)
+        parse_cron(self.expr)
+        zone(self.tz)
 
     def next_slot(self, after: datetime) -> datetime | None:
         self.validate()
-        return _cron_next(_parse_cron(self.expr), _zone(self.tz), _as_utc(after, "after"))
+        return cron_next(parse_cron(self.expr), zone(self.tz), as_utc(after, "after"))
 
     def describe(self) -> str:
-        return f"cron {self.expr!r} ({_zone_name(self.tz)})"
+        return f"cron {self.expr!r} ({zone_name(self.tz)})"
 
     def with_default_tz(self, tz: ZoneInfo) -> Schedule:
         return self if self.tz is not None else replace(self, tz=tz)
@@ -139,22 +138,22 @@ class DailyAt(Schedule):
         for name, value in (("hour", self.hour), ("minute", self.minute)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"DailyAt {name} must be an int, got {value!r}")
-        object.__setattr__(self, "tz", _normalize_tz(self.tz))
+        object.__setattr__(self, "tz", normalize_tz(self.tz))
 
     def validate(self) -> None:
         if not 0 <= self.hour <= 23:
             raise ScheduleError(f"DailyAt hour {self.hour} out of range 0-23")
         if not 0 <= self.minute <= 59:
             raise ScheduleError(f"DailyAt minute {self.minute} out of range 0-59")
-        _zone(self.tz)
+        zone(self.tz)
 
     def next_slot(self, after: datetime) -> datetime | None:
         self.validate()
-        parsed = _parse_cron(f"{self.minute} {self.hour} * * *")
-        return _cron_next(parsed, _zone(self.tz), _as_utc(after, "after"))
+        parsed = parse_cron(f"{self.minute} {self.hour} * * *")
+        return cron_next(parsed, zone(self.tz), as_utc(after, "after"))
 
     def describe(self) -> str:
-        return f"every day at {self.hour:02d}:{self.minute:02d} ({_zone_name(self.tz)})"
+        return f"every day at {self.hour:02d}:{self.minute:02d} ({zone_name(self.tz)})"
 
     def with_default_tz(self, tz: ZoneInfo) -> Schedule:
         return self if self.tz is not None else replace(self, tz=tz)
@@ -197,18 +196,18 @@ class Every(Schedule):
 
     def next_slot(self, after: datetime) -> datetime | None:
         self.validate()
-        return self._slot(self._index(_as_utc(after, "after")) + 1)
+        return self._slot(self._index(as_utc(after, "after")) + 1)
 
     def latest_slot(self, after: datetime, until: datetime) -> datetime | None:
         self.validate()
-        after, until = _as_utc(after, "after"), _as_utc(until, "until")
+        after, until = as_utc(after, "after"), as_utc(until, "until")
         slot = self._slot(self._index(until))
         return slot if slot > after else None
 
     def fire_delay(self, task_name: str, slot: datetime) -> float:
         if self.jitter <= 0:
             return 0.0
-        delay = self.jitter * stable_fraction(task_name, _as_utc(slot, "slot").isoformat())
+        delay = self.jitter * stable_fraction(task_name, as_utc(slot, "slot").isoformat())
         # The fraction can round up to 1.0 in float; the contract is a delay strictly below jitter.
         return min(delay, math.nextafter(self.jitter, 0.0))
 
@@ -248,17 +247,17 @@ class Once(Schedule):
                 object.__setattr__(self, "at", datetime.fromisoformat(self.at.strip()))
         elif not isinstance(self.at, datetime):
             raise TypeError(f"Once at must be a datetime or an ISO string, got {self.at!r}")
-        object.__setattr__(self, "tz", _normalize_tz(self.tz))
+        object.__setattr__(self, "tz", normalize_tz(self.tz))
 
     def validate(self) -> None:
         if isinstance(self.at, str):
             raise ScheduleError(f"Once at {self.at!r} is not an ISO 8601 date-time")
-        _zone(self.tz)
+        zone(self.tz)
 
     def next_slot(self, after: datetime) -> datetime | None:
         self.validate()
         at = self.instant()
-        return at if at > _as_utc(after, "after") else None
+        return at if at > as_utc(after, "after") else None
 
     def instant(self) -> datetime:
         """The slot, in UTC. A naive time is a wall time in ``tz`` (first occurrence / gap end)."""
@@ -270,20 +269,20 @@ class Once(Schedule):
             raise ScheduleError(
                 f"Once at {self.at.isoformat()} is naive and has no time zone bound"
             )
-        return _wall_clock_instant(self.at, _zone(self.tz))
+        return wall_clock_instant(self.at, zone(self.tz))
 
     def describe(self) -> str:
         if isinstance(self.at, str):
             return f"once at {self.at!r} (invalid)"
         at = self.at
         if at.utcoffset() is None:
-            zone_name = "no time zone" if self.tz is None else _zone_name(self.tz)
+            label = "no time zone" if self.tz is None else zone_name(self.tz)
         else:
             with contextlib.suppress(ScheduleError):  # shown in tz when it is a valid zone
-                at = at.astimezone(_zone(self.tz)) if self.tz is not None else at
-            zone_name = str(at.tzinfo)
+                at = at.astimezone(zone(self.tz)) if self.tz is not None else at
+            label = str(at.tzinfo)
         pattern = "%Y-%m-%d %H:%M:%S" if at.second or at.microsecond else "%Y-%m-%d %H:%M"
-        return f"once at {at.strftime(pattern)} ({zone_name})"
+        return f"once at {at.strftime(pattern)} ({label})"
 
     def with_default_tz(self, tz: ZoneInfo) -> Schedule:
         naive = isinstance(self.at, datetime) and self.at.utcoffset() is None
@@ -315,197 +314,6 @@ def from_config(value: Schedule | str) -> Schedule:
     if isinstance(value, str):
         return Cron(value)
     raise TypeError(f"a schedule must be a Schedule or a cron string, got {value!r}")
-
-
-# --- time zones --------------------------------------------------------------------------------
-
-
-def _normalize_tz(tz: object) -> str | tzinfo | None:
-    # Keys rather than objects, so Cron(e, "Europe/Paris") == Cron(e, ZoneInfo("Europe/Paris")).
-    if tz is None or isinstance(tz, str):
-        return tz
-    if tz is UTC:
-        return "UTC"
-    if isinstance(tz, ZoneInfo) and tz.key:
-        return tz.key
-    if isinstance(tz, tzinfo):
-        return tz
-    raise TypeError(f"tz must be a zone name or a ZoneInfo, got {tz!r}")
-
-
-def _zone(tz: str | tzinfo | None) -> tzinfo:
-    if tz is None:
-        return UTC
-    if isinstance(tz, tzinfo):
-        return tz
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ScheduleError(f"unknown time zone {tz!r}") from None
-
-
-def _zone_name(tz: str | tzinfo | None) -> str:
-    return "UTC" if tz is None else str(tz)
-
-
-def _as_utc(moment: datetime, name: str) -> datetime:
-    # Always compare in UTC: aware datetimes sharing a tzinfo compare by wall time, ignoring fold.
-    if not isinstance(moment, datetime) or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be a timezone-aware datetime, got {moment!r}")
-    return moment.astimezone(UTC)
-
-
-def _offset(moment: datetime) -> timedelta:
-    return moment.utcoffset() or timedelta(0)
-
-
-def _instants(wall: datetime, zone: tzinfo) -> tuple[datetime, ...]:
-    """The real instants (UTC, earliest first) showing ``wall``: 2 when repeated, 0 when skipped."""
-    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
-    if _offset(first) == _offset(second):
-        return (first.astimezone(UTC),)
-    if _offset(first) > _offset(second):  # PEP 495: fold=0 takes the earlier (pre-shift) offset
-        return (first.astimezone(UTC), second.astimezone(UTC))
-    return ()
-
-
-def _wall_clock_instant(wall: datetime, zone: tzinfo) -> datetime:
-    """``wall`` under the wall-clock policy: first occurrence, or the end of the gap hiding it."""
-    instants = _instants(wall, zone)
-    return instants[0] if instants else _gap_end(wall, zone)
-
-
-def _gap_end(wall: datetime, zone: tzinfo) -> datetime:
-    """The instant the spring-forward gap containing ``wall`` ends."""
-    # zoneinfo has no transition API. In a gap, fold=1 applies the post-shift offset (an instant
-    # before the shift) and fold=0 the pre-shift one (an instant after it): bisect the whole
-    # seconds in between (tzdata's resolution).
-    low = math.floor(wall.replace(tzinfo=zone, fold=1).timestamp())
-    high = math.ceil(wall.replace(tzinfo=zone, fold=0).timestamp())
-    shifted = _offset(datetime.fromtimestamp(high, zone))
-    while high - low > 1:
-        middle = (low + high) // 2
-        if _offset(datetime.fromtimestamp(middle, zone)) == shifted:
-            high = middle
-        else:
-            low = middle
-    return datetime.fromtimestamp(high, UTC)
-
-
-# --- cron ---------------------------------------------------------------------------------------
-
-_FIELDS = (
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day of month", 1, 31),
-    ("month", 1, 12),
-    ("day of week", 0, 7),
-    ("second", 0, 59),
-)
-_ALIASES = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-}
-_VALUE = re.compile(r"(?<![/#\d])\d+")  # values, not steps (*/5) nor nth weekdays (5#2)
-_RANDOM = re.compile(r"(?<![a-z])[hr](?![a-z])", re.IGNORECASE)  # H, R(1-5); not THU, FRI
-
-
-class _ParsedCron(NamedTuple):
-    prototype: croniter  # copied per call: croniter objects are stateful, parsing one is slow
-    real_time: bool
-
-
-@lru_cache(maxsize=512)
-def _parse_cron(expr: str) -> _ParsedCron:
-    fields = _ALIASES.get(expr.strip().lower(), expr)
-    _check_fields(expr, fields)
-    try:
-        expanded, _ = croniter.expand(fields)
-        prototype = croniter(fields, datetime(2000, 1, 1))  # noqa: DTZ001 - naive wall times
-        copy.copy(prototype).get_next(datetime)
-    except CroniterBadDateError:
-        raise ScheduleError(f"cron expression {expr!r} never matches any date") from None
-    except (CroniterError, ValueError, KeyError) as exc:
-        raise ScheduleError(f"cron expression {expr!r}: {exc}") from None
-    hours = expanded[1]
-    return _ParsedCron(prototype, real_time=hours == ["*"] or set(hours) >= set(range(24)))
-
-
-def _check_fields(expr: str, text: str) -> None:
-    """Checks croniter makes too vaguely (its range error does not name the field)."""
-    if text.strip().startswith("@"):
-        raise ScheduleError(
-            f"cron expression {expr!r}: unknown alias; known: {', '.join(_ALIASES)}"
-        )
-    fields = text.split()
-    if len(fields) not in (5, 6):
-        raise ScheduleError(
-            f"cron expression {expr!r}: expected 5 fields (minute hour day month weekday) "
-            f"or 6 with seconds last, got {len(fields)}"
-        )
-    for text, (name, low, high) in zip(fields, _FIELDS, strict=False):
-        if _RANDOM.search(text):
-            raise ScheduleError(
-                f"cron expression {expr!r}: {name} {text!r} is random/hashed (H, R); "
-                "every replica must compute the same slots"
-            )
-        for value in _VALUE.findall(text):
-            if not low <= int(value) <= high:
-                raise ScheduleError(
-                    f"cron expression {expr!r}: {name} {value} out of range {low}-{high}"
-                )
-
-
-def _walls(parsed: _ParsedCron, start: datetime) -> Iterator[datetime]:
-    """Matching naive wall times strictly after the naive ``start``."""
-    walker = copy.copy(parsed.prototype)
-    walker.set_current(start.replace(fold=0), force=True)
-    while True:
-        yield walker.get_next(datetime)
-
-
-def _cron_next(parsed: _ParsedCron, zone: tzinfo, after: datetime) -> datetime | None:
-    try:
-        if parsed.real_time:
-            return _next_real_time(parsed, zone, after)
-        return _next_wall_clock(parsed, zone, after)
-    except (CroniterBadDateError, OverflowError):  # past year 9999
-        return None
-
-
-def _next_wall_clock(parsed: _ParsedCron, zone: tzinfo, after: datetime) -> datetime:
-    # The wall-clock mapping never decreases as wall time grows, and no wall time at or before
-    # after's own maps past `after`: the first mapped instant > after is the answer.
-    for wall in _walls(parsed, after.astimezone(zone).replace(tzinfo=None)):
-        slot = _wall_clock_instant(wall, zone)
-        if slot > after:
-            return slot
-    raise AssertionError("unreachable: croniter iterates forever")
-
-
-def _next_real_time(parsed: _ParsedCron, zone: tzinfo, after: datetime) -> datetime | None:
-    local = after.astimezone(zone)
-    wall = local.replace(tzinfo=None)
-    lookback = timedelta(0)
-    if local.fold == 0:
-        # `after` in the first pass of a repeated hour: earlier wall times come round again later.
-        first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
-        lookback = max(_offset(first) - _offset(second), timedelta(0))
-    best: datetime | None = None
-    for candidate in _walls(parsed, wall - lookback):
-        instants = _instants(candidate, zone)
-        later = [instant for instant in instants if instant > after]
-        if later and (best is None or later[0] < best):
-            best = later[0]
-        # First occurrences grow with wall time: once one is past `after`, nothing later beats it.
-        if instants and instants[0] > after:
-            return best
-    raise AssertionError("unreachable: croniter iterates forever")
 
 
 def _seconds(value: float | timedelta) -> float:
