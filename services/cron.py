@@ -219,6 +219,7 @@ class CronComponent:
                 now=self.clock.now(),
                 lease_until=self.executor.lease_until(),
                 overlap=spec.overlap,
+                next_run_at=spec.schedule.next_slot(slot) if spec.schedule and slot else None,
             )
         )
         try:

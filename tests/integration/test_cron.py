@@ -424,3 +424,31 @@ async def _until_sleeping(clock: FakeClock, sleepers: int = 1) -> None:
     """Wait until ``sleepers`` coroutines sleep on the fake clock (the loop is between fires)."""
     async with asyncio.timeout(5):
         await clock.wait_for_sleepers(sleepers)
+
+
+async def test_sync_stores_next_run_and_marks_unregistered_jobs_inactive(
+    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
+) -> None:
+    reg = Registry()
+
+    @task(Every(60), into=reg, description="kept around", tags=("a", "b"))
+    def kept() -> None: ...
+
+    await query(stores, _job_last_slot, "removed_from_code", START)
+    await make_cron(reg).run_once(asyncio.Event())
+    jobs = await query(stores, _jobs)
+    assert jobs["removed_from_code"]["active"] is False
+    assert jobs["kept"] == {
+        "active": True,
+        "next_run_at": START + timedelta(minutes=1),
+        "schedule": "every minute",
+        "description": "kept around",
+        "tags": ["a", "b"],
+    }
+
+
+def _jobs() -> dict[str, dict[str, Any]]:
+    rows = ScheduledJob.objects.values(
+        "name", "active", "next_run_at", "schedule", "description", "tags"
+    )
+    return {row.pop("name"): row for row in rows}
