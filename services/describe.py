@@ -99,10 +99,7 @@ def task_row(
 ) -> list[str]:
     """One row of ``list_tasks``; ``spec`` has its time zone bound, ``job`` None if not synced."""
     schedule = spec.schedule.describe() if spec.schedule else "manual only"
-    if job is None:
-        paused = NOT_SYNCED
-    else:
-        paused = "yes" if job.paused else "no"
+    paused = NOT_SYNCED if job is None else ("yes" if job.paused else "no")
     last_run, status = "never", "-"
     if job is not None and job.last_run_at is not None:
         last_run = f"{local_time(job.last_run_at, tz)} ({ago(job.last_run_at, now)})"

@@ -74,8 +74,9 @@ def enabled_state(spec: TaskSpec) -> str:
 
 def job_views(names: list[str]) -> dict[str, JobView]:
     """The job row and latest run of each task that has a row: two queries, whatever the count."""
-    jobs = ScheduledJob.objects.filter(name__in=names).values_list("pk", "name", "paused", "active")
-    jobs = list(jobs)
+    jobs = list(
+        ScheduledJob.objects.filter(name__in=names).values_list("pk", "name", "paused", "active")
+    )
     # DISTINCT ON (job_id) with the newest first: one latest row per job, from the job index.
     latest = (
         TaskRun.objects.filter(job_id__in=[pk for pk, *_ in jobs])
@@ -174,9 +175,7 @@ async def run_by_hand(spec: TaskSpec, kwargs: dict[str, Any], *, force: bool) ->
         await db.close()
 
 
-async def _claim(
-    db: AsyncStore, spec: TaskSpec, worker_id: str, now: datetime, force: bool
-) -> int:
+async def _claim(db: AsyncStore, spec: TaskSpec, worker_id: str, now: datetime, force: bool) -> int:
     try:
         claim = await db.call(
             store.claim_slot,
@@ -198,4 +197,3 @@ async def _claim(
         extra={"event": "manual.claimed", "task": spec.name, "run": claim.run_id},
     )
     return claim.run_id
-
