@@ -22,11 +22,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services import store
+from services.claims import Claim
 from services.clock import Clock
+from services.dbthread import AsyncStore
 from services.execution import Executor, Outcome
 from services.registry import TaskSpec
 from services.schedules import latest_slot
-from services.store import AlreadyRunning, AsyncStore, JobState
+from services.slots import Due, claim_batch
+from services.store import JobState
 from services.timers import TimerHeap
 
 logger = logging.getLogger(__name__)
@@ -60,7 +63,7 @@ class CronComponent:
         self.heap: TimerHeap[Slot] = TimerHeap()
         self._wake = asyncio.Event()
         self._requests_pending = True  # requests made while no worker ran are taken at start
-        self._inflight: set[asyncio.Task[Outcome | None]] = set()
+        self._inflight: set[asyncio.Task[list[Outcome | None]]] = set()
         self.launched = 0  # runs started since creation; tests and health read it
         self._launch_seen = asyncio.Event()
 
@@ -82,7 +85,8 @@ class CronComponent:
     async def run_once(self, stopping: asyncio.Event) -> list[Outcome | None]:
         """Run every due slot once (the latest missed one per task, within grace), then return."""
         await self._start(catch_up_source="scheduled", stopping=stopping, plan_next=False)
-        return list(await asyncio.gather(*self._inflight))  # before they leave the set
+        batches = await asyncio.gather(*self._inflight)  # before they leave the set
+        return [outcome for batch in batches for outcome in batch]
 
     async def _start(
         self, *, catch_up_source: str, stopping: asyncio.Event, plan_next: bool = True
@@ -90,32 +94,35 @@ class CronComponent:
         now = self.clock.now()
         states = await self.db.call(store.sync_jobs, list(self.specs.values()), now)
         await self.db.call(store.recover_abandoned, now)
-        for spec in self.specs.values():
-            if spec.schedule is not None and spec.name in states:
-                self._plan(spec, states[spec.name], now, catch_up_source, stopping, plan_next)
+        missed = [
+            Due(spec, slot, catch_up_source)
+            for spec in self.specs.values()
+            if spec.schedule is not None
+            and spec.name in states
+            and (slot := self._plan(spec, states[spec.name], now, plan_next)) is not None
+        ]
+        if missed:
+            self._launch(missed, stopping)
         logger.info(
             "cron ready",
             extra={"event": "cron.ready", "jobs": len(self.specs), "timers": len(self.heap)},
         )
 
     def _plan(
-        self,
-        spec: TaskSpec,
-        state: JobState,
-        now: datetime,
-        source: str,
-        stopping: asyncio.Event,
-        plan_next: bool,
-    ) -> None:
+        self, spec: TaskSpec, state: JobState, now: datetime, plan_next: bool
+    ) -> datetime | None:
+        """Heap the task's next slot; return its missed slot if it is to be caught up now."""
         assert spec.schedule is not None
         anchor = state.last_slot_at or now
         missed = latest_slot(spec.schedule, anchor, now) if spec.catch_up else None
-        if missed is not None and self._fire_at(spec, missed) > now:
-            self.heap.schedule((spec.name, missed), self._fire_at(spec, missed))  # jitter pending
-        elif missed is not None and (now - missed).total_seconds() <= spec.catch_up_grace:
-            self._launch(spec, missed, source, stopping)
         if plan_next:
             self._schedule_after(spec, max(now, missed or now), now)
+        if missed is not None and self._fire_at(spec, missed) > now:
+            self.heap.schedule((spec.name, missed), self._fire_at(spec, missed))  # jitter pending
+            return None
+        if missed is not None and (now - missed).total_seconds() <= spec.catch_up_grace:
+            return missed
+        return None
 
     def _listen(self) -> Callable[[], None]:
         if self._subscribe is None:
@@ -141,10 +148,15 @@ class CronComponent:
                 self._requests_pending = False
                 await self._take_requests(stopping)
             now = self.clock.now()
-            for (name, slot), _ in self.heap.pop_due(now):
-                spec = self.specs[name]
-                self._launch(spec, slot, "scheduled", stopping)
-                self._schedule_after(spec, slot, now)
+            due = [
+                Due(self.specs[name], slot, "scheduled")
+                for (name, slot), _ in self.heap.pop_due(now)
+            ]
+            for item in due:
+                assert item.slot is not None
+                self._schedule_after(item.spec, item.slot, now)
+            if due:
+                self._launch(due, stopping)
             await self.clock.sleep_until(self.heap.next_deadline(), self._wake)
 
     def _fire_at(self, spec: TaskSpec, slot: datetime) -> datetime:
@@ -161,13 +173,11 @@ class CronComponent:
             slot = latest_slot(spec.schedule, after, now) or slot
         self.heap.schedule((spec.name, slot), self._fire_at(spec, slot))
 
-    def _launch(
-        self, spec: TaskSpec, slot: datetime | None, source: str, stopping: asyncio.Event
-    ) -> None:
-        task = asyncio.create_task(self._run_slot(spec, slot, source, stopping), name=spec.name)
+    def _launch(self, due: list[Due], stopping: asyncio.Event) -> None:
+        task = asyncio.create_task(self._run_batch(due, stopping), name="cron-batch")
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
-        self.launched += 1
+        self.launched += len(due)
         self._launch_seen.set()
 
     async def wait_launched(self, count: int) -> None:
@@ -176,7 +186,7 @@ class CronComponent:
             self._launch_seen.clear()
             await self._launch_seen.wait()
 
-    def in_flight(self) -> frozenset[asyncio.Task[Outcome | None]]:
+    def in_flight(self) -> frozenset[asyncio.Task[list[Outcome | None]]]:
         return frozenset(self._inflight)
 
     async def wait_idle(self) -> None:
@@ -184,58 +194,41 @@ class CronComponent:
         while self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
 
-    # --- one run -----------------------------------------------------------------------------
+    # --- runs ------------------------------------------------------------------------------
 
-    async def _run_slot(
-        self, spec: TaskSpec, slot: datetime | None, source: str, stopping: asyncio.Event
-    ) -> Outcome | None:
+    async def _run_batch(self, due: list[Due], stopping: asyncio.Event) -> list[Outcome | None]:
         try:
-            if spec.enabled_when is not None and not await self.db.call(spec.is_enabled):
-                logger.debug("task disabled", extra={"event": "cron.disabled", "task": spec.name})
-                return None
-            claim = await self._claim(spec, slot, source)
-        except AlreadyRunning as exc:
-            logger.warning(str(exc), extra={"event": "cron.run_now_refused", "task": spec.name})
-            return None
+            claims = await claim_batch(self.db, self.executor, self.clock.now(), due)
         except Exception:
-            self._retry_claim_later(spec, slot)
-            return None
-        if claim.outcome == "skipped":
-            logger.info("run skipped", extra={"event": "task.skipped", "task": spec.name})
-        if claim.outcome != "claimed" or claim.run_id is None:
-            return None
-        kwargs: dict[str, Any] = {"slot": slot or self.clock.now()} if spec.wants_slot else {}
-        return await self.executor.execute(spec, claim.run_id, kwargs, stopping)
-
-    async def _claim(self, spec: TaskSpec, slot: datetime | None, source: str) -> store.Claim:
-        """Claim the run; if shutdown cancels us meanwhile, close a row the claim created."""
-        claiming = asyncio.ensure_future(
-            self.db.call(
-                store.claim_slot,
-                spec.name,
-                slot,
-                source=source,
-                worker_id=self.executor.worker_id,
-                now=self.clock.now(),
-                lease_until=self.executor.lease_until(),
-                overlap=spec.overlap,
-                next_run_at=spec.schedule.next_slot(slot) if spec.schedule and slot else None,
+            logger.error(
+                "could not claim runs", exc_info=True, extra={"event": "cron.claim_failed"}
             )
-        )
-        try:
-            return await asyncio.shield(claiming)
-        except asyncio.CancelledError:
-            claim = await claiming  # the claim commits in its thread whatever we do here
-            if claim.outcome == "claimed" and claim.run_id is not None:
-                await self.executor.record_cancelled(spec, claim.run_id)
-            raise
+            for item in due:
+                self._retry_claim_later(item.spec, item.slot)
+            return [None] * len(due)
+        runs = [
+            self._execute(item, claim, stopping) for item, claim in zip(due, claims, strict=True)
+        ]
+        return list(await asyncio.gather(*runs))
+
+    async def _execute(
+        self, item: Due, claim: Claim | None, stopping: asyncio.Event
+    ) -> Outcome | None:
+        name = item.spec.name
+        if claim is None or claim.outcome != "claimed" or claim.run_id is None:
+            if claim is not None and claim.outcome == "skipped":
+                logger.info("run skipped", extra={"event": "task.skipped", "task": name})
+            if claim is not None and claim.outcome == "refused":
+                logger.warning(
+                    "run now refused: already running",
+                    extra={"event": "cron.run_now_refused", "task": name, "detail": claim.detail},
+                )
+            return None
+        slot = item.slot or self.clock.now()
+        kwargs: dict[str, Any] = {"slot": slot} if item.spec.wants_slot else {}
+        return await self.executor.execute(item.spec, claim.run_id, kwargs, stopping)
 
     def _retry_claim_later(self, spec: TaskSpec, slot: datetime | None) -> None:
-        logger.error(
-            "could not claim run",
-            exc_info=True,
-            extra={"event": "cron.claim_failed", "task": spec.name},
-        )
         now = self.clock.now()
         if slot is not None and (now - slot).total_seconds() <= max(spec.catch_up_grace, 60.0):
             self.heap.schedule((spec.name, slot), now + timedelta(seconds=CLAIM_RETRY_DELAY))
@@ -251,11 +244,13 @@ class CronComponent:
                 extra={"event": "cron.requests_failed"},
             )
             return
-        for name in names:
-            spec = self.specs.get(name)
-            if spec is not None:
-                logger.info("run requested", extra={"event": "cron.run_requested", "task": name})
-                self._launch(spec, None, "manual", stopping)
+        due = [Due(self.specs[name], None, "manual") for name in names if name in self.specs]
+        for item in due:
+            logger.info(
+                "run requested", extra={"event": "cron.run_requested", "task": item.spec.name}
+            )
+        if due:
+            self._launch(due, stopping)
 
     def health(self) -> dict[str, Any]:
         deadline = self.heap.next_deadline()

@@ -25,8 +25,8 @@ from django.db import close_old_connections, connections
 from services import store
 from services.backoff import exponential
 from services.clock import Clock
+from services.dbthread import AsyncStore
 from services.registry import TaskSpec
-from services.store import AsyncStore
 
 logger = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
-from services import store
+from services import claims
 from services.clock import RealClock
 from services.cron import new_worker_id
+from services.dbthread import AsyncStore
 from services.describe import JobView
 from services.execution import Executor, Outcome
 from services.models import ScheduledJob, TaskRun
 from services.registry import TaskSpec, bind_time_zone, discover
-from services.store import AsyncStore
 
 logger = logging.getLogger(__name__)
 
@@ -178,17 +178,14 @@ async def run_by_hand(spec: TaskSpec, kwargs: dict[str, Any], *, force: bool) ->
 async def _claim(db: AsyncStore, spec: TaskSpec, worker_id: str, now: datetime, force: bool) -> int:
     try:
         claim = await db.call(
-            store.claim_slot,
-            spec.name,
-            None,
-            source=TaskRun.Source.MANUAL,
+            claims.claim_slot,
+            claims.ClaimRequest(spec.name, None, TaskRun.Source.MANUAL, spec.overlap),
             worker_id=worker_id,
             now=now,
             lease_until=now + timedelta(seconds=settings.WORKER_RUN_LEASE),
-            overlap=spec.overlap,
             force=force,
         )
-    except store.AlreadyRunning as exc:
+    except claims.AlreadyRunning as exc:
         raise RunRefused(f"{exc}; use --force to run anyway") from None
     if claim.outcome != "claimed" or claim.run_id is None:
         raise RunRefused(f"task {spec.name!r} could not be claimed ({claim.outcome})")

@@ -123,9 +123,7 @@ def cleanup_task_runs(slot: datetime | None = None) -> dict[str, Any]:
     )
 
 
-def _deletable_runs(
-    job_id: int, cutoff: datetime | None, kept_per_task: int
-) -> QuerySet[TaskRun]:
+def _deletable_runs(job_id: int, cutoff: datetime | None, kept_per_task: int) -> QuerySet[TaskRun]:
     """Runs of one job started before ``cutoff`` or past its newest ``kept_per_task``.
 
     Either limit is off when unset/<= 0. A running row is never deleted: its worker is about

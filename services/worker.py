@@ -19,13 +19,13 @@ from django.conf import settings
 
 from services.clock import Clock, RealClock
 from services.cron import CronComponent, new_worker_id
+from services.dbthread import AsyncStore
 from services.execution import Executor
 from services.health import HealthServer
 from services.listener import Listener
 from services.registry import TaskSpec, bind_time_zone, discover
 from services.runner import Component, Runner
 from services.signals import handle_signals
-from services.store import AsyncStore
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ See README.md for every variable.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,13 +36,20 @@ def _config[**P, R](fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         raise ImproperlyConfigured(str(exc)) from None
 
 
+def _process_name(argv: list[str]) -> str:
+    if len(argv) > 1 and Path(argv[0]).name == "manage.py":
+        return f"alarm-{argv[1]}"
+    return "alarm-web"
+
+
 DEBUG = _config(parse_bool, env.get("DEBUG"), default=False)
 SECRET_KEY = env.get("SECRET_KEY") or "dev-only-insecure-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = [h for h in env.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
+# daphne is not an installed app: it is started as a server (`daphne config.asgi:application`),
+# and importing it (twisted, autobahn) would cost every process ~0.4 s and ~25 MB.
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -97,7 +105,9 @@ _database = _config(database_from_url, DATABASE_URL)
 # health checks replace a connection that died while the worker slept.
 _database["CONN_MAX_AGE"] = _config(parse_int, "CONN_MAX_AGE", env.get("CONN_MAX_AGE"), default=0)
 _database["CONN_HEALTH_CHECKS"] = True
-_database["OPTIONS"].setdefault("application_name", "alarm-web")
+# Each process names its connections ("alarm-runworker", "alarm-web"): pg_stat_activity tells
+# the worker's one bookkeeping connection apart from the web's.
+_database["OPTIONS"].setdefault("application_name", _process_name(sys.argv))
 _database["TEST"] = {"NAME": env.get("TEST_DATABASE_NAME") or f"test_{_database['NAME']}"}
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

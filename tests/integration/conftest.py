@@ -10,7 +10,7 @@ from services.clock import FakeClock
 from services.cron import CronComponent
 from services.execution import Executor
 from services.registry import Registry, bind_time_zone
-from services.store import AsyncStore
+from services.dbthread import AsyncStore
 
 START = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)
 

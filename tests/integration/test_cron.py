@@ -16,7 +16,7 @@ from services.cron import CronComponent
 from services.models import ScheduledJob, TaskRun
 from services.registry import Registry, task
 from services.schedules import Every
-from services.store import AsyncStore
+from services.dbthread import AsyncStore
 from tests.integration.conftest import START, Running
 
 pytestmark = pytest.mark.django_db(transaction=True)
