@@ -50,9 +50,12 @@ done
 if command -v pyenv >/dev/null 2>&1; then
 	pyenv_root="$$(pyenv root)"
 	# Plain X.Y.Z versions only (no virtualenvs, no other distributions), newest first.
-	for version in $$(pyenv versions --bare | grep -E '^3\.[0-9]+\.[0-9]+$$' | sort -t. -k2,2nr -k3,3nr); do
+	versions="$$(pyenv versions --bare | grep -E '^3\.[0-9]+\.[0-9]+$$' | sort -t. -k2,2nr -k3,3nr)"
+	for version in $$versions; do
 		candidate="$$pyenv_root/versions/$$version/bin/python"
-		[ -x "$$candidate" ] || candidate="$$(PYENV_VERSION="$$version" pyenv which python 2>/dev/null)" || continue
+		if [ ! -x "$$candidate" ]; then
+			candidate="$$(PYENV_VERSION="$$version" pyenv which python 2>/dev/null)" || continue
+		fi
 		try "$$candidate"
 	done
 fi
@@ -77,8 +80,8 @@ help: ## Show this list
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
 $(STAMP): pyproject.toml
-	@python="$$(bash -c "$$find_python_script")"
-	if ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
+	@if ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
+		python="$$(bash -c "$$find_python_script")"
 		echo "==> creating $(VENV) with $$python"
 		rm -rf $(VENV)
 		"$$python" -m venv $(VENV)

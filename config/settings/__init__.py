@@ -99,7 +99,9 @@ EMBEDDED_POSTGRES = not DATABASE_URL
 if EMBEDDED_POSTGRES:
     from services import embedded
 
-    DATABASE_URL = embedded.postgres_url()
+    # `manage.py embedded status|stop` inspects the servers: loading settings must not start them.
+    _start = embedded.should_start_servers(sys.argv)
+    DATABASE_URL = embedded.postgres_url() if _start else embedded.postgres_url_without_start()
 _database = _config(database_from_url, DATABASE_URL)
 # The worker keeps one ORM connection for its bookkeeping instead of opening one per run;
 # health checks replace a connection that died while the worker slept.
@@ -118,7 +120,8 @@ EMBEDDED_REDIS = not REDIS_URL
 if EMBEDDED_REDIS:
     from services import embedded
 
-    REDIS_URL = embedded.redis_url()
+    _start = embedded.should_start_servers(sys.argv)
+    REDIS_URL = embedded.redis_url() if _start else embedded.redis_url_without_start()
 REDIS_URL = _config(redis_url_ok, REDIS_URL)
 CHANNEL_LAYERS = {
     "default": {

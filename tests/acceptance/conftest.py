@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -68,14 +68,14 @@ class Worker:
                 return line
         while True:
             try:
-                line = self._queue.get(timeout=timeout)
+                new = self._queue.get(timeout=timeout)
             except queue.Empty:
                 raise AssertionError(f"no {key} within {timeout}s; log:\n" + self.log()) from None
-            if line is None:
+            if new is None:
                 raise AssertionError(f"worker exited before {key}; log:\n" + self.log())
-            self.lines.append(line)
-            if key in line.split():
-                return line
+            self.lines.append(new)
+            if key in new.split():
+                return new
 
     def count(self, event: str) -> int:
         return sum(f"event={event}" in line.split() for line in self.lines)
@@ -116,15 +116,19 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+Spawn = Callable[..., Worker]
+
+
 @pytest.fixture
-def spawn(worker_env: dict[str, str]) -> Iterator[type[Worker]]:
+def spawn(worker_env: dict[str, str]) -> Iterator[Spawn]:
+    """``spawn(env=None, *args)``: a worker, killed at the end of the test if still running."""
     started: list[Worker] = []
 
-    class Spawned(Worker):
-        def __init__(self, env: dict[str, str] | None = None, *args: str) -> None:
-            super().__init__(env or worker_env, *args)
-            started.append(self)
+    def start(env: dict[str, str] | None = None, *args: str) -> Worker:
+        worker = Worker(env or worker_env, *args)
+        started.append(worker)
+        return worker
 
-    yield Spawned
+    yield start
     for worker in started:
         worker.kill()

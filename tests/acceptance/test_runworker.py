@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.models import TaskRun
-from tests.acceptance.conftest import Worker
+from tests.acceptance.conftest import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -22,11 +22,13 @@ def running_rows() -> int:
 
 def statuses(task: str) -> list[str]:
     return list(
-        TaskRun.objects.filter(job__name=task).order_by("started_at").values_list("status", flat=True)
+        TaskRun.objects.filter(job__name=task)
+        .order_by("started_at")
+        .values_list("status", flat=True)
     )
 
 
-def test_a_job_fires_and_health_answers(spawn: type[Worker]) -> None:
+def test_a_job_fires_and_health_answers(spawn: Spawn) -> None:
     worker = spawn()
     worker.wait_event("cron.ready")
     worker.wait_event("task.success")
@@ -43,7 +45,7 @@ def test_a_job_fires_and_health_answers(spawn: type[Worker]) -> None:
 
 
 def test_sigterm_mid_task_lets_it_finish_and_exits_zero(
-    spawn: type[Worker], worker_env: dict[str, str]
+    spawn: Spawn, worker_env: dict[str, str]
 ) -> None:
     worker_env.update(ACCEPTANCE_SLOW_EVERY="1", ACCEPTANCE_SLOW_SECONDS="1.5")
     worker = spawn(worker_env)
@@ -56,7 +58,7 @@ def test_sigterm_mid_task_lets_it_finish_and_exits_zero(
 
 
 def test_task_past_the_grace_is_cancelled_and_recorded(
-    spawn: type[Worker], worker_env: dict[str, str]
+    spawn: Spawn, worker_env: dict[str, str]
 ) -> None:
     worker_env.update(
         ACCEPTANCE_SLOW_EVERY="1", ACCEPTANCE_SLOW_SECONDS="600", WORKER_SHUTDOWN_GRACE="0.5"
@@ -70,7 +72,7 @@ def test_task_past_the_grace_is_cancelled_and_recorded(
     assert running_rows() == 0
 
 
-def test_second_signal_exits_at_once(spawn: type[Worker], worker_env: dict[str, str]) -> None:
+def test_second_signal_exits_at_once(spawn: Spawn, worker_env: dict[str, str]) -> None:
     worker_env.update(ACCEPTANCE_SLOW_EVERY="1", ACCEPTANCE_SLOW_SECONDS="600")
     worker = spawn(worker_env)
     worker.wait_event("acceptance.slow_started")
@@ -82,9 +84,7 @@ def test_second_signal_exits_at_once(spawn: type[Worker], worker_env: dict[str, 
     assert running_rows() == 0
 
 
-def test_kill_9_mid_task_then_restart_recovers(
-    spawn: type[Worker], worker_env: dict[str, str]
-) -> None:
+def test_kill_9_mid_task_then_restart_recovers(spawn: Spawn, worker_env: dict[str, str]) -> None:
     worker_env.update(
         ACCEPTANCE_SLOW_EVERY="1", ACCEPTANCE_SLOW_SECONDS="600", WORKER_RUN_LEASE="1"
     )
@@ -104,9 +104,7 @@ def test_kill_9_mid_task_then_restart_recovers(
     assert running_rows() == 0
 
 
-def test_two_workers_run_each_slot_once(
-    spawn: type[Worker], worker_env: dict[str, str]
-) -> None:
+def test_two_workers_run_each_slot_once(spawn: Spawn, worker_env: dict[str, str]) -> None:
     workers = [spawn(dict(worker_env)), spawn(dict(worker_env, WORKER_HEALTH_PORT="0"))]
     for worker in workers:
         worker.wait_event("cron.ready")
@@ -122,7 +120,7 @@ def test_two_workers_run_each_slot_once(
     assert rows == len(calls)
 
 
-def test_once_runs_due_jobs_and_exits(spawn: type[Worker]) -> None:
+def test_once_runs_due_jobs_and_exits(spawn: Spawn) -> None:
     worker = spawn(None, "--once")
     assert worker.wait_exit(timeout=30) == 0
     worker.wait_event("cron.once_done")

@@ -8,9 +8,9 @@ import pytest
 
 from services.clock import FakeClock
 from services.cron import CronComponent
+from services.dbthread import AsyncStore
 from services.execution import Executor
 from services.registry import Registry, bind_time_zone
-from services.dbthread import AsyncStore
 
 START = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)
 

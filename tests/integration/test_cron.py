@@ -13,10 +13,10 @@ import pytest
 
 from services.clock import FakeClock
 from services.cron import CronComponent
+from services.dbthread import AsyncStore
 from services.models import ScheduledJob, TaskRun
 from services.registry import Registry, task
 from services.schedules import Every
-from services.dbthread import AsyncStore
 from tests.integration.conftest import START, Running
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -451,4 +451,4 @@ def _jobs() -> dict[str, dict[str, Any]]:
     rows = ScheduledJob.objects.values(
         "name", "active", "next_run_at", "schedule", "description", "tags"
     )
-    return {row.pop("name"): row for row in rows}
+    return {row["name"]: {k: v for k, v in row.items() if k != "name"} for row in rows}
