@@ -13,7 +13,7 @@ import heapq
 import itertools
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -98,23 +98,33 @@ class FakeClock:
             self._sleeper_added.clear()
             await self._sleeper_added.wait()
 
+    def _sleeper(self, seconds: float) -> asyncio.Future[None]:
+        """A future that ``advance`` resolves once ``seconds`` have passed from NOW.
+
+        Registered at once, not when some task first runs: an ``advance`` right after a call
+        must count from the time of the call.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if seconds <= 0:
+            future.set_result(None)
+            return future
+        heapq.heappush(self._sleepers, (self._mono + seconds, next(self._seq), future))
+        if self._sleeper_added is not None:
+            self._sleeper_added.set()
+        return future
+
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._mono + seconds, next(self._seq), future))
-        if self._sleeper_added is not None:
-            self._sleeper_added.set()
-        await future
+        await self._sleeper(seconds)
 
     async def sleep_until(self, deadline: datetime | None, wake: asyncio.Event) -> None:
         if wake.is_set():
             return
-        waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(wake.wait())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(wake.wait())]
         if deadline is not None:
-            delay = (deadline - self._now).total_seconds()
-            waiters.append(asyncio.ensure_future(self.sleep(delay)))
+            waiters.append(self._sleeper((deadline - self._now).total_seconds()))
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:

