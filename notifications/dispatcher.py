@@ -86,13 +86,16 @@ class OutboxComponent:
     async def run(self, stopping: asyncio.Event) -> None:
         self._wake, self._results_ready = asyncio.Event(), asyncio.Event()
         self._drain_wanted = True
+        if self._results:  # results a crashed run could not write: first thing to do
+            self._results_ready.set()
         async with await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True) as conn:
             self._session = session = self._make_session(self.settings)
             unsubscribe = self._subscribe(CHANNEL, self._on_notify, on_connect=self._on_connect)
             writer = asyncio.create_task(self._write_results(conn), name="outbox-writer")
+            writer.add_done_callback(lambda _: self._wake.set())  # a failed writer ends the run
             relay = asyncio.create_task(self._relay(stopping), name="outbox-stop")
             try:
-                await self._loop(conn, stopping)
+                await self._loop(conn, stopping, writer)
                 await self._finish_sends()
             finally:
                 unsubscribe()
@@ -100,9 +103,16 @@ class OutboxComponent:
                 await self._stop_writer(writer, conn)
                 await session.close()
 
-    async def _loop(self, conn: psycopg.AsyncConnection[Any], stopping: asyncio.Event) -> None:
+    async def _loop(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        stopping: asyncio.Event,
+        writer: asyncio.Task[None],
+    ) -> None:
         while not stopping.is_set():
             self._wake.clear()  # before the claim query: a NOTIFY during it wakes us again
+            if writer.done():
+                writer.result()  # raises what stopped the writer: the runner restarts us
             if self._timers.pop_due(self.clock.now()):
                 self._drain_wanted = True
             if self._drain_wanted and len(self._sends) < self.settings.concurrency:
@@ -248,8 +258,16 @@ class OutboxComponent:
             await asyncio.gather(*self._sends, return_exceptions=True)
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
-        if not conn.closed:
+        if conn.closed or conn.broken:
+            return  # the results stay in memory for the next run (the runner restarts us)
+        try:
             await asyncio.shield(self._flush(conn))  # the final write
+        except psycopg.Error:
+            logger.warning(
+                "could not record results; kept for the next run",
+                exc_info=True,
+                extra={"event": "outbox.record_failed", "pending": len(self._results)},
+            )
 
     def health(self) -> dict[str, Any]:
         deadline = self._timers.next_deadline()
