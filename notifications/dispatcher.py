@@ -80,12 +80,14 @@ class OutboxComponent:
         self.written = 0  # results recorded in the table; tests wait on it
         self._written_changed = asyncio.Event()
         self._timers_changed = asyncio.Event()
+        self._closing = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
         self._wake, self._results_ready = asyncio.Event(), asyncio.Event()
         self._drain_wanted = True
+        self._closing = False
         if self._results:  # results a crashed run could not write: first thing to do
             self._results_ready.set()
         async with await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True) as conn:
@@ -204,6 +206,8 @@ class OutboxComponent:
             await self._results_ready.wait()
             self._results_ready.clear()
             await self._flush(conn)
+            if self._closing and not self._results:
+                return
 
     async def _flush(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if not self._results:
@@ -225,12 +229,10 @@ class OutboxComponent:
 
     async def wait_idle(self) -> None:
         """Return once no send is in flight and every result is recorded."""
-        while self._sends or self._results:
-            if self._sends:
-                await asyncio.gather(*self._sends, return_exceptions=True)
-            else:
-                self._written_changed.clear()
-                await self._written_changed.wait()
+        await self._finish_sends()
+        while self._results:
+            self._written_changed.clear()
+            await self._written_changed.wait()
 
     async def wait_next_due(self, due: datetime) -> None:
         """Return once the earliest future time known to the worker is ``due``."""
@@ -246,17 +248,21 @@ class OutboxComponent:
 
     async def _finish_sends(self) -> None:
         """Stage 1 of shutdown: let in-flight sends finish (the runner bounds the wait)."""
-        while self._sends:
-            await asyncio.gather(*self._sends, return_exceptions=True)
+        # Wait on the tasks not yet done: a done task leaves the set only when its callback
+        # runs, and gathering done tasks alone would not yield to let it run (a busy loop).
+        while pending := {task for task in self._sends if not task.done()}:
+            await asyncio.wait(pending)
 
     async def _stop_writer(
         self, writer: asyncio.Task[None], conn: psycopg.AsyncConnection[Any]
     ) -> None:
         for task in list(self._sends):
-            task.cancel()
-        if self._sends:
-            await asyncio.gather(*self._sends, return_exceptions=True)
-        writer.cancel()
+            task.cancel()  # each hands its row back as a result
+        await self._finish_sends()
+        # Let the writer finish what it is writing and write what is left, never cut it
+        # mid-write (its results would be recorded but not logged or counted).
+        self._closing = True
+        self._results_ready.set()
         await asyncio.gather(writer, return_exceptions=True)
         if conn.closed or conn.broken:
             return  # the results stay in memory for the next run (the runner restarts us)

@@ -191,8 +191,10 @@ class CronComponent:
 
     async def wait_idle(self) -> None:
         """Return once every launched run has finished and recorded its outcome."""
-        while self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        # Only tasks not yet done: a done one leaves the set when its callback runs, and
+        # awaiting done tasks alone would not yield to let that happen (a busy loop).
+        while pending := {task for task in self._inflight if not task.done()}:
+            await asyncio.wait(pending)
 
     # --- runs ------------------------------------------------------------------------------
 

@@ -53,7 +53,8 @@ def test_sigterm_mid_task_lets_it_finish_and_exits_zero(
     worker.signal(signal.SIGTERM)
     assert worker.wait_exit() == 0
     assert worker.count("runner.stopping") == 1
-    assert statuses("acceptance_slow")[-1] == "success"  # finished within the grace
+    ran = [s for s in statuses("acceptance_slow") if s != "skipped"]  # later slots overlap it
+    assert ran == ["success"]  # the run in progress finished within the grace
     assert running_rows() == 0
 
 
