@@ -78,6 +78,9 @@ class CronComponent:
         try:
             await self._loop(stopping)
             await self.wait_idle()
+        except asyncio.CancelledError:
+            await self._cancel_runs()  # past the grace: each run records its cancellation
+            raise
         finally:
             relay.cancel()
             unsubscribe()
@@ -185,6 +188,11 @@ class CronComponent:
         while self.launched < count:
             self._launch_seen.clear()
             await self._launch_seen.wait()
+
+    async def _cancel_runs(self) -> None:
+        for task in self._inflight:
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
 
     def in_flight(self) -> frozenset[asyncio.Task[list[Outcome | None]]]:
         return frozenset(self._inflight)
