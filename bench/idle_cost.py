@@ -1,7 +1,11 @@
 """Idle cost of ``manage.py runworker`` beside a 5 s polling loop, on a real PostgreSQL.
 
-What it measures: the worker runs with the real registered tasks only (the daily cleanups;
-nothing falls due during the window) in a database of its own, ``bench_idle_worker``. At the
+What it measures: the worker runs with ALL its components (cron with the real registered tasks
+only, the daily cleanups, nothing due during the window; the LISTEN connection; the
+notification outbox) in a database of its own, ``bench_idle_worker``. Unless
+``--no-future-delivery``, that database holds one webhook provider and one pending delivery
+due in an hour, so the outbox sleeps on a timer, not on an empty table. Readiness: the
+``cron.ready`` line and ``/healthz`` showing the outbox LISTENing and drained. At the
 same time, in ``bench_idle_poll``, a baseline process does what the old scheduler did: every
 ``--interval`` seconds it opens a new connection, runs ``SELECT ... FROM services_taskrun WHERE
 status = 'running' LIMIT 10``, closes the connection and logs one INFO line. After both are
@@ -15,7 +19,11 @@ idle backend's counters up to 10 s late), both are measured over the same ``--se
 * new connections: ``pg_stat_database.sessions`` delta, and connections held (max sampled);
 * CPU %: psutil user+system of the process (all threads) over wall time;
 * log lines written during the window (stdout+stderr, INFO level);
-* wake-ups: voluntary + involuntary context switches summed over ``/proc/<pid>/task/*/status``.
+* wake-ups: voluntary + involuntary context switches summed over ``/proc/<pid>/task/*/status``;
+* the worker's held connections by ``application_name`` (expected 3: the ORM's bookkeeping
+  connection, ``alarm-worker-listener`` and ``alarm-worker-outbox``) with their last statement,
+  and the outbox's ``drains`` counter from ``/healthz`` before and after the window (read
+  outside it).
 
 Run: ``.venv/bin/python bench/idle_cost.py`` (120 s), ``--seconds 20`` for a quick run.
 Needs PostgreSQL at ``BENCH_PG_URL`` (default postgresql://postgres@127.0.0.1:5432); creates
@@ -42,6 +50,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
+from bench.outbox_common import outbox_ready
 
 WORKER_DB = common.run_name("bench_idle_worker")
 POLL_DB = common.run_name("bench_idle_poll")
@@ -70,6 +79,51 @@ def run_poller(interval: float) -> None:
         connection.close()  # the old scheduler closed its connection after every run
         logger.info("polled", extra={"event": "poller.polled", "running": len(running)})
         stop.wait(interval)
+
+
+# --- the outbox's state ---------------------------------------------------------------------
+
+SEED_FUTURE_DELIVERY = """
+WITH provider AS (
+    INSERT INTO notifications_notificationprovider
+        (name, type, enabled, config, created_at, updated_at)
+    VALUES ('bench-idle', 'webhook', true, '{"url": "http://127.0.0.1:9/idle"}', now(), now())
+    RETURNING id
+)
+INSERT INTO notifications_notificationdelivery
+    (provider_id, title, message, data, status, attempts, max_attempts, next_attempt_at,
+     locked_by, last_error_code, last_error_message, idempotency_key, created_at, updated_at)
+SELECT id, 'idle', 'due in an hour', '{}', 'pending', 0, 5, now() + interval '1 hour',
+       '', '', '', 'bench-idle-future', now(), now()
+FROM provider
+"""
+
+
+def wait_outbox(port: int, child: common.Child, timeout: float) -> dict[str, Any]:
+    deadline = time.perf_counter() + timeout
+    while True:
+        try:
+            health = healthz(port)
+            if outbox_ready(health):
+                return health
+        except (OSError, ValueError):
+            pass
+        if child.popen.poll() is not None or time.perf_counter() > deadline:
+            raise RuntimeError(f"the worker's outbox did not get ready:\n{child.tail()}")
+        time.sleep(0.1)
+
+
+def connections(dbname: str) -> list[tuple[int, str, str, str]]:
+    """(pid, application_name, state, last statement) of the client connections to dbname."""
+    with common.admin() as conn:
+        rows = conn.execute(
+            "SELECT pid, application_name, state, query FROM pg_stat_activity"
+            " WHERE datname = %s AND backend_type = 'client backend' ORDER BY backend_start",
+            (dbname,),
+        ).fetchall()
+    return [
+        (pid, app, state or "", " ".join((query or "").split())) for pid, app, state, query in rows
+    ]
 
 
 # --- measuring ----------------------------------------------------------------------------
@@ -208,7 +262,7 @@ def report(worker: Subject, poller: Subject, interval: float, seconds: float) ->
         ["new connections (sessions delta)", day(w["sessions"], w["wall"]),
          day(p["sessions"], p["wall"]), "0"],
         ["connections held (at start / max)", f"{w['held_t0']} / {w['held_max']}",
-         f"{p['held_t0']} / {p['held_max']}", "<= 2"],
+         f"{p['held_t0']} / {p['held_max']}", "3 (ORM, LISTEN, outbox)"],
         ["CPU % of one core", f"{w['cpu_pct']:.3f} ({w['cpu_s']:.2f} s)",
          f"{p['cpu_pct']:.3f} ({p['cpu_s']:.2f} s)", "< 0.1"],
         ["log lines (INFO)", day(w["lines"], w["wall"]), day(p["lines"], p["wall"]), "0"],
@@ -221,6 +275,15 @@ def report(worker: Subject, poller: Subject, interval: float, seconds: float) ->
     )
     print(common.table(["metric", "runworker", f"{interval:g} s polling loop", "goal"], rows))
     print(f"\nworker connections seen (application_name): {', '.join(w['apps']) or '-'}")
+    print("worker connections held at the end (pid, application_name, state, last statement):")
+    for pid, app, state, query in w.get("connections", []):
+        print(f"  {pid} {app or '(none)'} [{state}] {query[:110]}")
+    if "outbox_before" in w:
+        before, after = w["outbox_before"], w["outbox_after"]
+        print(
+            f"outbox (healthz, read outside the window): drains {before['drains']} -> "
+            f"{after['drains']}, sent {after['sent']}, next_due_at {after['next_due_at']}"
+        )
     for label, res in (("runworker", w), ("polling loop", p)):
         if res["first_lines"]:
             print(f"first log lines of {label} in the window:")
@@ -236,6 +299,11 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=0.2, help="pg_stat_activity period")
     parser.add_argument("--port", type=int, default=0, help="worker /healthz port; 0: a free one")
     parser.add_argument("--keep-databases", action="store_true")
+    parser.add_argument(
+        "--no-future-delivery",
+        action="store_true",
+        help="leave the outbox table empty (no timer pending)",
+    )
     parser.add_argument("--poller", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.poller:
@@ -246,6 +314,9 @@ def main() -> None:
     print(f"preparing {WORKER_DB} and {POLL_DB} ...", flush=True)
     common.migrated_database(WORKER_DB)
     common.fresh_database(POLL_DB, template=WORKER_DB)
+    if not args.no_future_delivery:
+        with common.admin(dbname=WORKER_DB) as conn:
+            conn.execute(SEED_FUTURE_DELIVERY)
     children: list[common.Child] = []
     sampler = ActivitySampler([WORKER_DB, POLL_DB], args.sample)
     try:
@@ -258,6 +329,7 @@ def main() -> None:
         children.append(poller)
         worker.wait_for("event=cron.ready", timeout=60)
         poller.wait_for("event=poller.ready", timeout=60)
+        wait_outbox(args.port, worker, timeout=60)
         cron = healthz(args.port)["components"]["cron"]
         print(
             f"both ready; settling {args.settle:g} s; worker's next fire at "
@@ -266,6 +338,7 @@ def main() -> None:
         )
         time.sleep(args.settle)
         subjects = [Subject("runworker", worker, WORKER_DB), Subject("poller", poller, POLL_DB)]
+        outbox_before = healthz(args.port)["components"]["outbox"]
         sampler.start()
         for subject in subjects:
             begin(subject)
@@ -275,6 +348,11 @@ def main() -> None:
             end(subject, sampler)
         sampler.stop.set()
         sampler.join(timeout=5)
+        subjects[0].results.update(
+            connections=connections(WORKER_DB),
+            outbox_before=outbox_before,
+            outbox_after=healthz(args.port)["components"]["outbox"],
+        )
         for child in children:
             if child.popen.poll() is not None:
                 print(f"warning: {child.label} exited early:\n{child.tail()}")
