@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 import aiohttp
 
@@ -32,7 +31,7 @@ async def send_one(
         return _dead(delivery, *problem)
     provider = get_provider(str(delivery.provider_type))
     try:
-        config = _plain_config(provider.secret_fields, delivery.provider_config or {})
+        config = crypto.decrypt_fields(delivery.provider_config or {}, provider.secret_fields)
     except crypto.SecretError as exc:
         return _dead(delivery, "secret_unreadable", str(exc))
     errors = provider.validate(config)
@@ -86,14 +85,6 @@ def _unsendable(delivery: ClaimedDelivery) -> tuple[str, str] | None:
     except KeyError as exc:
         return "unknown_provider", str(exc)
     return None
-
-
-def _plain_config(secret_fields: tuple[str, ...], config: dict[str, Any]) -> dict[str, Any]:
-    plain = dict(config)
-    for field in secret_fields:
-        if isinstance(plain.get(field), str):
-            plain[field] = crypto.decrypt(plain[field])
-    return plain
 
 
 def _dead(
