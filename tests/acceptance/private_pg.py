@@ -81,7 +81,9 @@ class PrivatePostgres:
 
     def start(self) -> None:
         if self.user is not None:
-            self._grant_binaries()
+            self._grant_binaries()  # creates the system user on a machine that never had it
+            account = pwd.getpwnam(self.user)
+            os.chown(self.root, account.pw_uid, account.pw_gid)
         if not (self.data / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                       "--encoding=utf8", "--no-sync")  # fmt: skip
@@ -106,9 +108,6 @@ class PrivatePostgres:
 def running_private_postgres() -> Iterator[PrivatePostgres]:
     root = Path(tempfile.mkdtemp(prefix="outbox-private-pg-"))
     server = PrivatePostgres(root)
-    if server.user is not None:
-        account = pwd.getpwnam(server.user)
-        os.chown(root, account.pw_uid, account.pw_gid)
     try:
         server.start()
         yield server
