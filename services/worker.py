@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -42,6 +42,15 @@ class WorkerContext:
     executor: Executor
     listener: Listener
     tasks: list[TaskSpec]
+    # Objects several apps' components share in one worker (the status hub, ...), by key.
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def singleton[T](self, key: str, factory: Callable[[], T]) -> T:
+        """The object shared under ``key``, made by ``factory`` on first use."""
+        if key not in self.shared:
+            self.shared[key] = factory()
+        found: T = self.shared[key]
+        return found
 
 
 def build_context(clock: Clock | None = None) -> WorkerContext:

@@ -74,3 +74,19 @@ def test_check_names_the_task_with_an_invalid_schedule(monkeypatch: pytest.Monke
 
 def test_check_is_clean_for_the_real_tasks() -> None:
     assert checks.check_tasks() == []
+
+
+def test_singleton_makes_one_object_per_key() -> None:
+    from services.worker import WorkerContext
+
+    ctx = WorkerContext("w", None, None, None, None, [])  # type: ignore[arg-type]
+    made: list[object] = []
+
+    def factory() -> object:
+        made.append(object())
+        return made[-1]
+
+    first = ctx.singleton("hub", factory)
+    assert ctx.singleton("hub", factory) is first
+    assert ctx.singleton("other", factory) is not first
+    assert len(made) == 2
