@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -138,11 +139,14 @@ async def session_until_stopped(
         if not task.done():
             task.cancel()
             await asyncio.wait({task})
+    if task.cancelled():
+        if stopping.is_set():
+            return None
+        raise asyncio.CancelledError
+    error = task.exception()  # retrieved even when stopping, so asyncio does not log it
     if stopping.is_set():
         return None
-    if task.cancelled():
-        raise asyncio.CancelledError
-    return task.exception() or ConnectionLost("the session ended without an error")
+    return error or ConnectionLost("the session ended without an error")
 
 
 def describe(error: BaseException) -> str:
@@ -176,7 +180,8 @@ class WebSocketClient:
             f"{self.integration}.on_state_failed", "entity state could not be stored"
         )
         self.delivered = DeliveredStates()
-        self._ready = asyncio.Event()
+        self._handshake_timer: asyncio.Future[None] | None = None
+        self._heartbeat_task: asyncio.Future[None] | None = None
         self._went_live = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pong: asyncio.Future[None] | None = None
@@ -287,22 +292,28 @@ class WebSocketClient:
     # --- one connection -----------------------------------------------------------------
 
     async def _session(self, http: aiohttp.ClientSession) -> None:
-        settings = self.settings
+        settings, clock = self.settings, self._clock
         self.counters["connects"] += 1
-        ws = self._ws = await race_clock(self._clock, settings.connect_timeout, self._connect(http))
-        self._ready = asyncio.Event()
-        self._last_frame = self._clock.monotonic()
+        deadline = clock.monotonic() + settings.connect_timeout  # connect + handshake together
+        ws = self._ws = await race_clock(clock, settings.connect_timeout, self._connect(http))
+        self._last_frame = clock.monotonic()
         self._begin_connection()
+        # _mark_ready swaps the handshake's timer for the heartbeat synchronously: no stale
+        # timer outlives the handshake (and tests can count the clock's sleepers).
+        self._handshake_timer = asyncio.ensure_future(clock.sleep(deadline - clock.monotonic()))
+        self._heartbeat_task = None
         reader = asyncio.ensure_future(self._read(ws))
-        heartbeat: asyncio.Future[None] | None = None
         try:
-            await self._handshake(reader)
-            heartbeat = asyncio.ensure_future(self._heartbeat())
-            await asyncio.wait({reader, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
-            ended = reader if reader.done() else heartbeat
+            await asyncio.wait({reader, self._handshake_timer}, return_when=FIRST_COMPLETED)
+            if reader.done():
+                raise reader.exception() or ConnectionLost("closed during the handshake")
+            if self._heartbeat_task is None:
+                raise ConnectionLost(f"no handshake within {settings.connect_timeout:g} s")
+            await asyncio.wait({reader, self._heartbeat_task}, return_when=FIRST_COMPLETED)
+            ended = reader if reader.done() else self._heartbeat_task
             raise ended.exception() or ConnectionLost("the connection ended")
         finally:
-            for task in (reader, heartbeat):
+            for task in (reader, self._heartbeat_task, self._handshake_timer):
                 if task is not None and not task.done():
                     task.cancel()
                     await asyncio.wait({task})
@@ -319,19 +330,6 @@ class WebSocketClient:
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=settings.close_timeout),
             ssl=settings.verify_tls,
         )
-
-    async def _handshake(self, reader: asyncio.Future[None]) -> None:
-        seconds = self.settings.connect_timeout
-        ready = asyncio.ensure_future(race_clock(self._clock, seconds, self._ready.wait()))
-        waiters: set[asyncio.Future[Any]] = {reader, ready}
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready.cancel()
-        if reader.done():
-            raise reader.exception() or ConnectionLost("closed during the handshake")
-        if ready.cancelled() or ready.exception() is not None:
-            raise ConnectionLost(f"no handshake within {seconds:g} s")
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
@@ -404,7 +402,11 @@ class WebSocketClient:
             self._pong.set_result(None)
 
     def _mark_ready(self) -> None:
-        self._ready.set()
+        """The handshake is done: from now on the heartbeat watches the connection."""
+        if self._heartbeat_task is None:
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+            self._heartbeat_task = asyncio.ensure_future(self._heartbeat())
 
     def _mark_live(self, details: dict[str, Any]) -> None:
         self._went_live = True

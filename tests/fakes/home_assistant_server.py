@@ -230,8 +230,8 @@ class FakeHomeAssistant:
             message = await ws.receive()
             if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 return
-            if message.type is not WSMsgType.TEXT:
-                continue
+            if message.type is not WSMsgType.TEXT or self.silent:
+                continue  # what arrives while silent is lost, as on a half-open connection
             try:
                 data = json.loads(message.data)
             except ValueError:
@@ -244,8 +244,8 @@ class FakeHomeAssistant:
                     return
                 continue
             self.received.append(data)
-            self._notify()
             await self._command(conn, data)
+            self._notify()
 
     async def _unless_silent(self) -> bool:
         """Wait while silent (a half-open connection: nothing read, nothing sent).

@@ -5,10 +5,13 @@ on every call (no sleeps)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from services.clock import FakeClock
 
 
 class _Waitable:
@@ -121,3 +124,61 @@ class RecordingStates(_Waitable):
 
     def calls_for(self, entity_id: str) -> list[StateCall]:
         return [c for c in self.calls if c.entity_id == entity_id]
+
+
+class RecordingRng(_Waitable):
+    """A jitter source returning ``value``; a client calls it just before each backoff wait,
+    so a test that waited for the n-th call knows the client is about to sleep."""
+
+    def __init__(self, value: float = 0.0) -> None:
+        super().__init__()
+        self.value = value
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"RecordingRng(calls={self.calls})"
+
+    def __call__(self) -> float:
+        self.calls += 1
+        self._notify()
+        return self.value
+
+    async def wait_calls(self, count: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        await self.wait_for(lambda: self.calls >= count, timeout)
+
+
+class WatchedClock(FakeClock):
+    """A FakeClock that knows the deadline (monotonic) of every sleep in progress.
+
+    A client's waits follow one another (handshake, heartbeat, pong, backoff); counting
+    sleepers cannot tell them apart, their deadlines can:
+    ``await clock.wait_for_deadlines([30.0])`` returns once the only wait in progress ends
+    at 30 s.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        super().__init__(start)
+        self._active: dict[int, float] = {}
+        self._tokens = itertools.count()
+        self._waitable = _Waitable()
+
+    async def sleep(self, seconds: float) -> None:
+        token = next(self._tokens)
+        self._active[token] = round(self.monotonic() + max(seconds, 0.0), 6)
+        self._waitable._notify()
+        try:
+            await super().sleep(seconds)
+        finally:
+            del self._active[token]
+            self._waitable._notify()
+
+    def deadlines(self) -> list[float]:
+        return sorted(self._active.values())
+
+    async def wait_for_deadlines(self, expected: list[float], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        wanted = sorted(round(d, 6) for d in expected)
+        try:
+            await self._waitable.wait_for(lambda: self.deadlines() == wanted, timeout)
+        except TimeoutError:
+            found = self.deadlines()
+            raise TimeoutError(f"waits in progress end at {found}, not {wanted}") from None

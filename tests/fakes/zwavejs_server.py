@@ -213,9 +213,12 @@ class FakeZwaveJs:
         )  # fmt: skip
         while await self._unless_silent():
             message = await ws.receive()
+            if self.silent and message.type in (WSMsgType.PING, WSMsgType.TEXT):
+                continue  # what arrives while silent is lost, as on a half-open connection
             if message.type is WSMsgType.PING:
-                self.pings += 1
                 await ws.pong(message.data)
+                self.pings += 1
+                self._changed.set()
                 continue
             if message.type is not WSMsgType.TEXT:
                 if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
@@ -227,8 +230,8 @@ class FakeZwaveJs:
                 await ws.close()  # what zwave-js-server does: no messageId to answer
                 return
             self.received.append(data)
-            self._changed.set()
             await self._command(client, data)
+            self._changed.set()
 
     async def _command(self, client: FakeClient, data: dict[str, Any]) -> None:
         message_id, command = data.get("messageId"), data.get("command")
