@@ -23,14 +23,19 @@ restarts this client. Home Assistant's own front-end library makes the same choi
 from __future__ import annotations
 
 import json
+import random
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
+from services.clock import Clock
 from services.integrations import ha_protocol as proto
 from services.integrations.ha_protocol import EntityFilter, HaSession
 from services.integrations.ws_client import AuthFailed, WebSocketClient
-from services.integrations.ws_support import EntityState
+from services.integrations.ws_support import EntityState, OnState, Report
 
 WEBSOCKET_PATH = "/api/websocket"
 
@@ -43,7 +48,7 @@ class HomeAssistantSettings:
     token: str = field(repr=False)  # a long-lived access token; never logged or shown
     heartbeat_interval: float = 30.0
     pong_timeout: float = 10.0
-    connect_timeout: float = 10.0  # TCP + TLS + upgrade, then again for auth_ok
+    connect_timeout: float = 10.0  # TCP + TLS + upgrade + auth_ok, together
     close_timeout: float = 2.0
     request_timeout: float = 30.0  # GET /api/states of the periodic sync
     backoff_base: float = 1.0
@@ -103,8 +108,19 @@ class HomeAssistantClient(WebSocketClient):
     integration = "home_assistant"
     settings: HomeAssistantSettings
 
-    def __init__(self, settings: HomeAssistantSettings, **kwargs: Any) -> None:
-        super().__init__(settings, **kwargs)
+    def __init__(
+        self,
+        settings: HomeAssistantSettings,
+        *,
+        clock: Clock,
+        report: Report,
+        on_state: OnState,
+        rng: Callable[[], float] = random.random,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
+        super().__init__(
+            settings, clock=clock, report=report, on_state=on_state, rng=rng, http=http
+        )
         self._filter = settings.entity_filter
         self._session_proto = HaSession(settings.token)
         self.version: str | None = None

@@ -18,13 +18,18 @@ authentication: nothing here is secret, and no ``auth_failed`` is reported.
 from __future__ import annotations
 
 import json
+import random
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
+from services.clock import Clock
 from services.integrations import zwavejs_protocol as zw
 from services.integrations.ws_client import WebSocketClient
-from services.integrations.ws_support import Malformed
+from services.integrations.ws_support import Malformed, OnState, Report
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class ZwaveJsSettings:
     url: str  # ws://host:3000 (wss:// behind a TLS proxy)
     heartbeat_interval: float = 30.0
     pong_timeout: float = 10.0
-    connect_timeout: float = 10.0  # TCP + upgrade, then again for the version message
+    connect_timeout: float = 10.0  # TCP + upgrade + the version message, together
     close_timeout: float = 2.0
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
@@ -72,8 +77,19 @@ class ZwaveJsClient(WebSocketClient):
     autoping = False
     settings: ZwaveJsSettings
 
-    def __init__(self, settings: ZwaveJsSettings, **kwargs: Any) -> None:
-        super().__init__(settings, **kwargs)
+    def __init__(
+        self,
+        settings: ZwaveJsSettings,
+        *,
+        clock: Clock,
+        report: Report,
+        on_state: OnState,
+        rng: Callable[[], float] = random.random,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
+        super().__init__(
+            settings, clock=clock, report=report, on_state=on_state, rng=rng, http=http
+        )
         self._proto = self._new_session()
         self.details: dict[str, Any] = {}
         self.counters.update(value_events=0)

@@ -62,6 +62,7 @@ class FakeHomeAssistant:
         self.pings = 0
         self.rest_requests: list[tuple[str, str]] = []  # (path, Authorization header)
         self.rest_status: int | None = None  # answer every REST request with this status
+        self.states_body: Any = None  # GET /api/states answers this instead of the states
         self.refuse = False
         self._speaking = asyncio.Event()  # cleared while silent
         self._speaking.set()
@@ -315,7 +316,8 @@ class FakeHomeAssistant:
         return self._rest_refusal(request) or web.json_response({"message": "API running."})
 
     async def _api_states(self, request: web.Request) -> web.Response:
-        return self._rest_refusal(request) or web.json_response(list(self.states.values()))
+        body = list(self.states.values()) if self.states_body is None else self.states_body
+        return self._rest_refusal(request) or web.json_response(body)
 
 
 @contextlib.asynccontextmanager

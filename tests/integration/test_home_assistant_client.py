@@ -7,7 +7,7 @@ import dataclasses
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +25,12 @@ H, T = 30.0, 10.0  # heartbeat interval, pong timeout
 @pytest.fixture
 async def ha() -> AsyncIterator[FakeHomeAssistant]:
     async with running_fake_home_assistant() as fake:
-        fake.set_state(DOOR, "off", {"friendly_name": "Front door", "device_class": "door"},
-                       last_changed="2025-06-01T10:00:00+00:00")  # fmt: skip
+        fake.set_state(
+            DOOR,
+            "off",
+            {"friendly_name": "Front door", "device_class": "door"},
+            last_changed="2025-06-01T10:00:00+00:00",
+        )
         fake.set_state("lock.back", "locked", {"friendly_name": "Back door"})
         fake.set_state("sensor.power", "230", {"unit_of_measurement": "W"})
         yield fake
@@ -44,8 +48,14 @@ async def make_harness(clock: WatchedClock) -> AsyncIterator[MakeHarness]:
 
 
 def settings_for(ha: FakeHomeAssistant, **overrides: Any) -> HomeAssistantSettings:
-    base = HomeAssistantSettings(ha.url, ha.token, heartbeat_interval=H, pong_timeout=T,
-                                 connect_timeout=10.0, close_timeout=0.2)  # fmt: skip
+    base = HomeAssistantSettings(
+        ha.url,
+        ha.token,
+        heartbeat_interval=H,
+        pong_timeout=T,
+        connect_timeout=10.0,
+        close_timeout=0.2,
+    )
     return dataclasses.replace(base, **overrides)
 
 
@@ -133,11 +143,12 @@ async def test_a_dropped_connection_reconnects_with_backoff_and_catches_up(ha, m
     assert caught_up == {DOOR: "on", "binary_sensor.window": "on"}  # unchanged ones not offered
     events = [(c.event, (c.error or "")[:24]) for c in harness.report.calls]
     assert events == [
-        ("connecting", ""), ("connected", ""),
+        ("connecting", ""),
+        ("connected", ""),
         ("disconnected", "ConnectionLost: closed b"),
         ("disconnected", "WSServerHandshakeError: "),  # once, though refused three times
         ("connected", ""),
-    ]  # fmt: skip
+    ]
     assert harness.health()["reconnects"] == 1
 
     await ha.drop_connections()  # a session that got live resets the backoff
@@ -189,7 +200,7 @@ async def test_pongs_keep_a_quiet_connection_up_and_traffic_spares_the_pings(
     for pings in (1, 2, 3):  # quiet: one ping per interval, each answered
         await harness.waits_until(H)
         clock.advance(H)
-        await ha.wait_for(lambda n=pings: ha.pings >= n)  # type: ignore[misc]
+        await ha.wait_for(lambda n=pings: ha.pings >= n)
     await harness.waits_until(H)
     clock.advance(H / 2)
     await ha.push_state(DOOR, "on")  # a frame half-way: the next check finds it recent
@@ -249,33 +260,76 @@ async def test_stopping_returns_promptly_in_any_phase(ha, make_harness, phase):
 def fuzz_frames(rng: random.Random, count: int) -> list[tuple[str | bytes, str]]:
     """(frame, the malformed reason it must be counted under); each counts exactly once."""
     good_state = {"entity_id": DOOR, "state": "on", "attributes": {}}
-    makers = [
-        lambda: ("{" + "".join(rng.choices('{}[]":,ab1', k=rng.randint(0, 40))) + ",",
-                 "bad_json"),  # a trailing comma: never valid JSON
+    makers: list[Callable[[], tuple[str | bytes, str]]] = [
+        lambda: (
+            "{" + "".join(rng.choices('{}[]":,ab1', k=rng.randint(0, 40))) + ",",
+            "bad_json",
+        ),  # a trailing comma: never valid JSON
         lambda: (json.dumps(rng.choice([1, 2.5, "x", None, True])), "not_object"),
         lambda: (json.dumps({"id": 1, "no": "type"}), "bad_message"),
         lambda: (json.dumps({"type": rng.choice([1, None, [], {}])}), "bad_message"),
-        lambda: (json.dumps({"type": "pong", "id": rng.choice(["1", -3, 2.5, True])}),
-                 "bad_message"),
-        lambda: (json.dumps({"type": f"new_type_{rng.randint(0, 99)}", "id": 5}),
-                 "unknown_type"),
+        lambda: (
+            json.dumps({"type": "pong", "id": rng.choice(["1", -3, 2.5, True])}),
+            "bad_message",
+        ),
+        lambda: (json.dumps({"type": f"new_type_{rng.randint(0, 99)}", "id": 5}), "unknown_type"),
         lambda: (json.dumps({"type": "result", "id": 999, "success": True}), "unexpected"),
         lambda: (json.dumps({"type": "pong", "id": 10_000}), "unexpected"),
         lambda: (json.dumps({"type": "auth_ok"}), "unexpected"),
-        lambda: (json.dumps({"id": 1, "type": "event", "event": rng.choice([None, 3, {}])}),
-                 "bad_event"),
-        lambda: (json.dumps({"id": 1, "type": "event", "event": {"data": {
-            "entity_id": rng.choice(["Bad.Id", "nodot", 7, None, "a" * 300]),
-            "new_state": good_state}}}), "bad_entity_id"),
-        lambda: (json.dumps({"id": 1, "type": "event", "event": {"data": {
-            "entity_id": DOOR, "new_state": {**good_state,
-                                             "state": rng.choice([None, 5, [], "x" * 300])}}}}),
-                 "bad_state"),
-        lambda: (json.dumps({"id": 1, "type": "event", "event": {"data": {
-            "entity_id": DOOR, "new_state": {**good_state, "attributes": "big " * 2000}}}}),
-                 "bad_state"),
+        lambda: (
+            json.dumps({"id": 1, "type": "event", "event": rng.choice([None, 3, {}])}),
+            "bad_event",
+        ),
+        lambda: (
+            json.dumps(
+                {
+                    "id": 1,
+                    "type": "event",
+                    "event": {
+                        "data": {
+                            "entity_id": rng.choice(["Bad.Id", "nodot", 7, None, "a" * 300]),
+                            "new_state": good_state,
+                        }
+                    },
+                }
+            ),
+            "bad_entity_id",
+        ),
+        lambda: (
+            json.dumps(
+                {
+                    "id": 1,
+                    "type": "event",
+                    "event": {
+                        "data": {
+                            "entity_id": DOOR,
+                            "new_state": {
+                                **good_state,
+                                "state": rng.choice([None, 5, [], "x" * 300]),
+                            },
+                        }
+                    },
+                }
+            ),
+            "bad_state",
+        ),
+        lambda: (
+            json.dumps(
+                {
+                    "id": 1,
+                    "type": "event",
+                    "event": {
+                        "data": {
+                            "entity_id": DOOR,
+                            "new_state": {**good_state, "attributes": "big " * 2000},
+                        }
+                    },
+                }
+            ),
+            "bad_state",
+        ),
         lambda: (bytes(rng.randbytes(rng.randint(1, 64))), "binary"),
-    ]  # fmt: skip
+    ]
     return [rng.choice(makers)() for _ in range(count)]
 
 
@@ -301,7 +355,7 @@ async def test_thousands_of_malformed_frames_are_counted_logged_rarely_and_harml
     await ha.push_state(DOOR, "off")  # read after the bad frame: once here, that was counted
     await harness.states.wait_for(lambda: harness.states.state_of(DOOR) == "off")
     logged = [r for r in caplog.records if getattr(r, "event", "") == "home_assistant.malformed"]
-    assert len(logged) == 2 and logged[1].not_logged_since_last == len(frames) - 1  # type: ignore[attr-defined]
+    assert len(logged) == 2 and logged[1].not_logged_since_last == len(frames) - 1
 
 
 async def test_a_frame_over_the_limit_costs_the_connection_not_the_client(ha, make_harness, clock):
@@ -334,8 +388,9 @@ async def test_an_on_state_failure_is_counted_and_offered_again_after_a_reconnec
 
 
 async def test_filters_and_removed_entities(ha, make_harness):
-    harness = await connected(make_harness, ha, include=("binary_sensor.*", "lock.*"),
-                              exclude=("lock.*",))  # fmt: skip
+    harness = await connected(
+        make_harness, ha, include=("binary_sensor.*", "lock.*"), exclude=("lock.*",)
+    )
     assert {c.entity_id for c in harness.states.calls} == {DOOR}
     await ha.push_state("sensor.power", "231")
     await ha.remove_state(DOOR)

@@ -17,7 +17,7 @@ def msg(**body: Any) -> ha.Incoming:
     return ha.parse_message(body)
 
 
-def state(entity_id: str = "binary_sensor.door", value: str = "on", **extra: Any) -> dict:
+def state(entity_id: Any = "binary_sensor.door", value: Any = "on", **extra: Any) -> dict:
     return {
         "entity_id": entity_id,
         "state": value,
@@ -59,9 +59,14 @@ def test_the_whole_conversation():
     assert isinstance(snapshot, ha.Snapshot)
     assert [s.entity_id for s in snapshot.states] == ["binary_sensor.door"]
     assert session.phase is ha.Phase.LIVE
-    event = {"event_type": "state_changed",
-             "data": {"entity_id": "binary_sensor.door", "old_state": state(value="on"),
-                      "new_state": state(value="off")}}  # fmt: skip
+    event = {
+        "event_type": "state_changed",
+        "data": {
+            "entity_id": "binary_sensor.door",
+            "old_state": state(value="on"),
+            "new_state": state(value="off"),
+        },
+    }
     [update] = session.receive(msg(id=1, type="event", event=event))
     assert isinstance(update, ha.StateUpdate)
     assert update.change.new_state is not None and update.change.new_state.state == "off"
@@ -138,8 +143,9 @@ def test_a_refused_command_ends_the_session(step):
     if step == "get_states":
         session.receive(msg(id=1, type="result", success=True, result=None))
     with pytest.raises(ServerRefused, match="unauthorized"):
-        session.receive(msg(id=1 if step == "subscribe" else 2, type="result", success=False,
-                            error=error))  # fmt: skip
+        session.receive(
+            msg(id=1 if step == "subscribe" else 2, type="result", success=False, error=error)
+        )
 
 
 def test_events_of_another_subscription_or_type_are_ignored():
@@ -220,8 +226,11 @@ def test_bad_states_are_rejected_with_a_reason(obj, reason):
     [
         ({}, "Door", datetime(2025, 6, 1, 10, 0, 0, 123000, tzinfo=UTC)),
         ({"attributes": {}}, None, datetime(2025, 6, 1, 10, 0, 0, 123000, tzinfo=UTC)),
-        ({"attributes": {"friendly_name": 5}}, None, datetime(2025, 6, 1, 10, 0, 0, 123000,
-                                                              tzinfo=UTC)),  # fmt: skip
+        (
+            {"attributes": {"friendly_name": 5}},
+            None,
+            datetime(2025, 6, 1, 10, 0, 0, 123000, tzinfo=UTC),
+        ),
         ({"last_changed": "2025-06-01T10:00:00"}, "Door", None),  # naive: not trusted
         ({"last_changed": "yesterday"}, "Door", None),
         ({"last_changed": 1717236000}, "Door", None),
@@ -252,10 +261,9 @@ def test_one_bad_state_spoils_nothing_else():
         ({"data": None}, "bad_event"),
         ({"data": {"new_state": state()}}, "bad_entity_id"),
         ({"data": {"entity_id": "binary_sensor.door", "new_state": "on"}}, "bad_state"),
-        ({"data": {"entity_id": "binary_sensor.door", "new_state": state("lock.x")}},
-         "bad_event"),
+        ({"data": {"entity_id": "binary_sensor.door", "new_state": state("lock.x")}}, "bad_event"),
     ],
-)  # fmt: skip
+)
 def test_bad_state_changed_events(data, reason):
     with pytest.raises(Malformed) as caught:
         ha.parse_state_changed(data)

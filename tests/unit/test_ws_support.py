@@ -43,15 +43,15 @@ def test_counted_log_counts_everything_and_logs_once_per_window(caplog):
     assert log.counts == {"bad_json": 5000, "unknown_type": 1} and log.total == 5001
     records = [r for r in caplog.records if getattr(r, "event", "") == "home_assistant.malformed"]
     assert len(records) == 2
-    assert records[1].not_logged_since_last == 4999  # type: ignore[attr-defined]
-    assert records[1].reason == "unknown_type"  # type: ignore[attr-defined]
+    assert records[1].not_logged_since_last == 4999
+    assert records[1].reason == "unknown_type"
 
 
 def test_counted_log_cuts_long_details(caplog):
     log = CountedLog("zwavejs.malformed", "malformed")
     with caplog.at_level(logging.WARNING):
         log.record("too_big", "z" * 10_000, now=0.0)
-    assert len(caplog.records[0].detail) == 200  # type: ignore[attr-defined]
+    assert len(caplog.records[0].detail) == 200
 
 
 def test_status_reporter_reports_transitions_only():
@@ -65,9 +65,12 @@ def test_status_reporter_reports_transitions_only():
     status("connected", details={"version": "1"})
     status("connected", details={"version": "2"})
     assert [(c.event, c.error) for c in report.calls] == [
-        ("connecting", None), ("disconnected", "refused"), ("disconnected", "timeout"),
-        ("connected", None), ("connected", None),
-    ]  # fmt: skip
+        ("connecting", None),
+        ("disconnected", "refused"),
+        ("disconnected", "timeout"),
+        ("connected", None),
+        ("connected", None),
+    ]
     assert {c.integration for c in report.calls} == {"home_assistant"}
     assert status.event == "connected"
 
@@ -79,7 +82,7 @@ def test_a_failing_report_never_reaches_the_client(caplog):
     status = StatusReporter("zwavejs", broken)
     with caplog.at_level(logging.ERROR):
         status("connected")
-    assert [r.event for r in caplog.records] == ["zwavejs.report_failed"]  # type: ignore[attr-defined]
+    assert [r.event for r in caplog.records] == ["zwavejs.report_failed"]
 
 
 def test_delivered_states_remember_and_forget():
@@ -100,18 +103,38 @@ def test_delivered_states_remember_and_forget():
 @pytest.mark.parametrize(
     ("base_url", "http", "ws", "display"),
     [
-        ("http://ha.local:8123", "http://ha.local:8123", "ws://ha.local:8123/api/websocket",
-         "http://ha.local:8123"),
-        ("https://ha.example.org/", "https://ha.example.org", "wss://ha.example.org/api/websocket",
-         "https://ha.example.org"),
-        ("ws://10.0.0.2:8123/api/websocket", "http://10.0.0.2:8123",
-         "ws://10.0.0.2:8123/api/websocket", "http://10.0.0.2:8123"),
-        ("wss://ha.example.org/prefix/api/websocket", "https://ha.example.org/prefix",
-         "wss://ha.example.org/prefix/api/websocket", "https://ha.example.org/prefix"),
-        ("http://user:pw@[::1]:8123", "http://user:pw@[::1]:8123",
-         "ws://user:pw@[::1]:8123/api/websocket", "http://[::1]:8123"),
+        (
+            "http://ha.local:8123",
+            "http://ha.local:8123",
+            "ws://ha.local:8123/api/websocket",
+            "http://ha.local:8123",
+        ),
+        (
+            "https://ha.example.org/",
+            "https://ha.example.org",
+            "wss://ha.example.org/api/websocket",
+            "https://ha.example.org",
+        ),
+        (
+            "ws://10.0.0.2:8123/api/websocket",
+            "http://10.0.0.2:8123",
+            "ws://10.0.0.2:8123/api/websocket",
+            "http://10.0.0.2:8123",
+        ),
+        (
+            "wss://ha.example.org/prefix/api/websocket",
+            "https://ha.example.org/prefix",
+            "wss://ha.example.org/prefix/api/websocket",
+            "https://ha.example.org/prefix",
+        ),
+        (
+            "http://user:pw@[::1]:8123",
+            "http://user:pw@[::1]:8123",
+            "ws://user:pw@[::1]:8123/api/websocket",
+            "http://[::1]:8123",
+        ),
     ],
-)  # fmt: skip
+)
 def test_home_assistant_urls(base_url, http, ws, display):
     settings = HomeAssistantSettings(base_url, TOKEN)
     assert (settings.http_url, settings.websocket_url, settings.display_url) == (http, ws, display)

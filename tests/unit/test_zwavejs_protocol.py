@@ -9,21 +9,37 @@ from services.integrations.ha_protocol import entity_id_problem
 from services.integrations.ws_support import Malformed, ServerRefused
 
 VERSION = {
-    "type": "version", "driverVersion": "14.3.2", "serverVersion": "1.40.1",
-    "homeId": 3967322157, "minSchemaVersion": 0, "maxSchemaVersion": 40,
-}  # fmt: skip
+    "type": "version",
+    "driverVersion": "14.3.2",
+    "serverVersion": "1.40.1",
+    "homeId": 3967322157,
+    "minSchemaVersion": 0,
+    "maxSchemaVersion": 40,
+}
 
 
 def value(cc: int = 113, prop: Any = "Access Control", raw: Any = 23, **extra: Any) -> dict:
-    return {"commandClass": cc, "commandClassName": "Notification", "endpoint": 0,
-            "property": prop, "value": raw, **extra}  # fmt: skip
+    return {
+        "commandClass": cc,
+        "commandClassName": "Notification",
+        "endpoint": 0,
+        "property": prop,
+        "value": raw,
+        **extra,
+    }
 
 
-DOOR = value(propertyKey="Door state", propertyKeyName="Door state",
-             metadata={"label": "Door state",
-                       "states": {"22": "Window/door is open", "23": "Window/door is closed"}})  # fmt: skip
-BATTERY = value(128, "level", 90, commandClassName="Battery",
-                metadata={"label": "Battery level", "unit": "%"})  # fmt: skip
+DOOR = value(
+    propertyKey="Door state",
+    propertyKeyName="Door state",
+    metadata={
+        "label": "Door state",
+        "states": {"22": "Window/door is open", "23": "Window/door is closed"},
+    },
+)
+BATTERY = value(
+    128, "level", 90, commandClassName="Battery", metadata={"label": "Battery level", "unit": "%"}
+)
 CONFIG = value(112, 3, 1, commandClassName="Configuration")
 
 
@@ -47,14 +63,18 @@ def listening(nodes: list[dict] | None = None, **kwargs: Any) -> tuple[zw.ZwaveS
         (7, BATTERY, "zwavejs.node_7_battery_level"),
         (12, value(48, "Any", True), "zwavejs.node_12_binary_sensor_any"),
         (12, value(37, "currentValue", False), "zwavejs.node_12_binary_switch_current_value"),
-        (3, value(37, "currentValue", True, endpoint=2), "zwavejs.node_3_ep2_binary_switch_current_value"),
+        (
+            3,
+            value(37, "currentValue", True, endpoint=2),
+            "zwavejs.node_3_ep2_binary_switch_current_value",
+        ),
         (3, value(49, "Air temperature", 21.5), "zwavejs.node_3_multilevel_sensor_air_temperature"),
         (3, value(50, "value", 1, propertyKey=65537), "zwavejs.node_3_meter_value_65537"),
         (3, value(112, 3, 1), "zwavejs.node_3_cc112_3"),
         (3, value(999, "Ünïcode / weird!!", 1), "zwavejs.node_3_cc999_n_code_weird"),
         (3, value(999, "", 1), "zwavejs.node_3_cc999_x"),
     ],
-)  # fmt: skip
+)
 def test_value_entity_ids(node, val, entity_id):
     assert zw.value_entity_id(node, val) == entity_id
     assert entity_id_problem(entity_id) is None
@@ -69,9 +89,17 @@ def test_a_very_long_id_is_cut_with_a_hash_and_stays_valid():
 
 @pytest.mark.parametrize(
     ("raw", "text"),
-    [(True, "on"), (False, "off"), (None, "unknown"), (23, "23"), (21.5, "21.5"),
-     ("open", "open"), ({"b": 1, "a": 2}, '{"a": 2, "b": 1}'), ("x" * 300, "x" * 255)],
-)  # fmt: skip
+    [
+        (True, "on"),
+        (False, "off"),
+        (None, "unknown"),
+        (23, "23"),
+        (21.5, "21.5"),
+        ("open", "open"),
+        ({"b": 1, "a": 2}, '{"a": 2, "b": 1}'),
+        ("x" * 300, "x" * 255),
+    ],
+)
 def test_value_states(raw, text):
     assert zw.value_state(raw) == text
 
@@ -116,17 +144,28 @@ def test_the_conversation_version_schema_start_listening():
 def test_listening_maps_the_chosen_command_classes():
     session, [out] = listening()
     assert isinstance(out, zw.Listening)
-    assert out.details == {"driver_version": "14.3.2", "server_version": "1.40.1",
-                           "home_id": 3967322157, "schema_version": 35, "nodes": 1}  # fmt: skip
+    assert out.details == {
+        "driver_version": "14.3.2",
+        "server_version": "1.40.1",
+        "home_id": 3967322157,
+        "schema_version": 35,
+        "nodes": 1,
+    }
     door, battery = out.entities  # the configuration value is not an alarm's business
     assert (door.entity_id, door.state, door.name) == (
-        "zwavejs.node_7_notification_access_control_door_state", "23", "Front door Door state",
-    )  # fmt: skip
+        "zwavejs.node_7_notification_access_control_door_state",
+        "23",
+        "Front door Door state",
+    )
     assert door.attributes == {
-        "node_id": 7, "endpoint": 0, "command_class": 113, "property": "Access Control",
-        "property_key": "Door state", "label": "Door state",
+        "node_id": 7,
+        "endpoint": 0,
+        "command_class": 113,
+        "property": "Access Control",
+        "property_key": "Door state",
+        "label": "Door state",
         "value_label": "Window/door is closed",
-    }  # fmt: skip
+    }
     assert battery.attributes["unit"] == "%" and battery.state == "90"
     assert session.phase is zw.Phase.LIVE
 
@@ -142,9 +181,17 @@ def test_a_value_event_agrees_with_the_dump():
     session, [out] = listening()
     assert isinstance(out, zw.Listening)
     args = {k: v for k, v in DOOR.items() if k not in ("value", "metadata")}
-    [update] = session.receive({"type": "event", "event": {
-        "source": "node", "event": "value updated", "nodeId": 7,
-        "args": {**args, "newValue": 22, "prevValue": 23}}})  # fmt: skip
+    [update] = session.receive(
+        {
+            "type": "event",
+            "event": {
+                "source": "node",
+                "event": "value updated",
+                "nodeId": 7,
+                "args": {**args, "newValue": 22, "prevValue": 23},
+            },
+        }
+    )
     assert isinstance(update, zw.ValueUpdate)
     dumped = out.entities[0]
     assert update.entity.entity_id == dumped.entity_id and update.entity.name == dumped.name
@@ -165,17 +212,33 @@ def test_events_that_are_not_ours_are_dropped_silently():
 
 def test_nodes_added_removed_and_ready():
     session, _ = listening()
-    [added] = session.receive({"type": "event", "event": {
-        "source": "controller", "event": "node added", "node": {"nodeId": 9}}})  # fmt: skip
+    [added] = session.receive(
+        {
+            "type": "event",
+            "event": {"source": "controller", "event": "node added", "node": {"nodeId": 9}},
+        }
+    )
     assert isinstance(added, zw.NodesChanged) and added.details["nodes"] == 2
-    ready = session.receive({"type": "event", "event": {
-        "source": "node", "event": "ready", "nodeId": 9,
-        "nodeState": {"nodeId": 9, "name": "Hall", "values": [value(48, "Any", False)]}}})  # fmt: skip
+    ready = session.receive(
+        {
+            "type": "event",
+            "event": {
+                "source": "node",
+                "event": "ready",
+                "nodeId": 9,
+                "nodeState": {"nodeId": 9, "name": "Hall", "values": [value(48, "Any", False)]},
+            },
+        }
+    )
     assert [u.entity.entity_id for u in ready if isinstance(u, zw.ValueUpdate)] == [
         "zwavejs.node_9_binary_sensor_any"
     ]
-    [removed] = session.receive({"type": "event", "event": {
-        "source": "controller", "event": "node removed", "node": {"nodeId": 7}}})  # fmt: skip
+    [removed] = session.receive(
+        {
+            "type": "event",
+            "event": {"source": "controller", "event": "node removed", "node": {"nodeId": 7}},
+        }
+    )
     assert isinstance(removed, zw.NodesChanged) and removed.details["nodes"] == 1
 
 
@@ -186,23 +249,62 @@ def test_nodes_added_removed_and_ready():
         ({"type": 3}, "bad_message"),
         ({"type": "event", "event": None}, "bad_event"),
         ({"type": "event", "event": {"source": "node"}}, "bad_event"),
-        ({"type": "event", "event": {"source": "node", "event": "value updated",
-                                     "nodeId": "7", "args": DOOR}}, "bad_event"),
-        ({"type": "event", "event": {"source": "node", "event": "value updated",
-                                     "nodeId": 7, "args": None}}, "bad_value"),
-        ({"type": "event", "event": {"source": "node", "event": "value updated",
-                                     "nodeId": 7, "args": {**DOOR, "commandClass": "113"}}},
-         "bad_value"),
-        ({"type": "event", "event": {"source": "node", "event": "value updated",
-                                     "nodeId": 7, "args": {**DOOR, "property": None}}},
-         "bad_value"),
-        ({"type": "event", "event": {"source": "node", "event": "value updated",
-                                     "nodeId": 7, "args": {**DOOR, "endpoint": "0"}}},
-         "bad_value"),
-        ({"type": "event", "event": {"source": "controller", "event": "node added",
-                                     "node": 9}}, "bad_event"),
+        (
+            {
+                "type": "event",
+                "event": {"source": "node", "event": "value updated", "nodeId": "7", "args": DOOR},
+            },
+            "bad_event",
+        ),
+        (
+            {
+                "type": "event",
+                "event": {"source": "node", "event": "value updated", "nodeId": 7, "args": None},
+            },
+            "bad_value",
+        ),
+        (
+            {
+                "type": "event",
+                "event": {
+                    "source": "node",
+                    "event": "value updated",
+                    "nodeId": 7,
+                    "args": {**DOOR, "commandClass": "113"},
+                },
+            },
+            "bad_value",
+        ),
+        (
+            {
+                "type": "event",
+                "event": {
+                    "source": "node",
+                    "event": "value updated",
+                    "nodeId": 7,
+                    "args": {**DOOR, "property": None},
+                },
+            },
+            "bad_value",
+        ),
+        (
+            {
+                "type": "event",
+                "event": {
+                    "source": "node",
+                    "event": "value updated",
+                    "nodeId": 7,
+                    "args": {**DOOR, "endpoint": "0"},
+                },
+            },
+            "bad_value",
+        ),
+        (
+            {"type": "event", "event": {"source": "controller", "event": "node added", "node": 9}},
+            "bad_event",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_messages_name_their_reason(body, reason):
     session, _ = listening()
     with pytest.raises(Malformed) as caught:
@@ -215,7 +317,7 @@ def test_unknown_types_stray_results_and_early_events_are_ignored():
     [unknown] = session.receive({"type": "brand_new"})
     [stray] = session.receive({"type": "result", "messageId": "77", "success": True})
     [early] = zw.ZwaveSession().receive({"type": "event", "event": {}})
-    assert {unknown.reason, stray.reason, early.reason} == {"unknown_type", "unexpected"}  # type: ignore[union-attr]
+    assert {unknown.reason, stray.reason, early.reason} == {"unknown_type", "unexpected"}
 
 
 def test_bad_nodes_and_values_in_the_dump_spoil_nothing_else():
@@ -233,10 +335,15 @@ def test_bad_nodes_and_values_in_the_dump_spoil_nothing_else():
     "result",
     [
         {"type": "result", "messageId": "1", "success": False, "errorCode": "schema_incompatible"},
-        {"type": "result", "messageId": "1", "success": False, "errorCode": "zwave_error",
-         "zwaveErrorMessage": "Driver not ready"},
+        {
+            "type": "result",
+            "messageId": "1",
+            "success": False,
+            "errorCode": "zwave_error",
+            "zwaveErrorMessage": "Driver not ready",
+        },
     ],
-)  # fmt: skip
+)
 def test_a_refused_command_ends_the_session(result):
     session = zw.ZwaveSession()
     session.receive(VERSION)
