@@ -4,10 +4,11 @@ One ``WebSocketClient.run(stopping)`` holds one connection at a time:
 
 * connect (TCP, TLS, WebSocket upgrade) and the protocol's handshake within
   ``connect_timeout``; from then on a heartbeat notices a silent (half-open) connection:
-  when no frame arrived for ``heartbeat_interval`` seconds it pings and waits
-  ``pong_timeout`` for the answer, so silence is noticed within heartbeat + timeout. Any
-  frame counts as a sign of life, so a busy connection is never pinged, and a quiet one is
-  woken once per interval, nothing more;
+  after ``heartbeat_interval`` seconds without activity it pings and waits ``pong_timeout``
+  for the answer, so silence is noticed within heartbeat + timeout. Activity is any frame
+  read and any state delivered (a long resync delays the reading of a pong, it does not
+  kill the connection), so a busy connection is never pinged, and a quiet one is woken
+  once per interval, nothing more;
 * every wait (connect, handshake, heartbeat, pong, backoff) is on the injected clock;
 * a lost connection is reported ``disconnected`` (with the reason) and retried after
   ``reconnect_delay`` (1 s doubling to ``backoff_cap``, half of it jitter; reset by a
@@ -185,7 +186,7 @@ class WebSocketClient:
         self._went_live = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pong: asyncio.Future[None] | None = None
-        self._last_frame = 0.0
+        self._last_activity = 0.0
         self._state = "stopped"
         self._since: datetime | None = None
         self._last_error: str | None = None
@@ -296,7 +297,7 @@ class WebSocketClient:
         self.counters["connects"] += 1
         deadline = clock.monotonic() + settings.connect_timeout  # connect + handshake together
         ws = self._ws = await race_clock(clock, settings.connect_timeout, self._connect(http))
-        self._last_frame = clock.monotonic()
+        self._last_activity = clock.monotonic()
         self._begin_connection()
         # _mark_ready swaps the handshake's timer for the heartbeat synchronously: no stale
         # timer outlives the handshake (and tests can count the clock's sleepers).
@@ -334,7 +335,7 @@ class WebSocketClient:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
             message = await ws.receive()
-            self._last_frame = self._clock.monotonic()
+            self._last_activity = self._clock.monotonic()
             self.counters["frames"] += 1
             kind = message.type
             if kind is WSMsgType.TEXT:
@@ -372,20 +373,33 @@ class WebSocketClient:
     async def _heartbeat(self) -> None:
         interval, timeout = self.settings.heartbeat_interval, self.settings.pong_timeout
         while True:
-            remaining = interval - (self._clock.monotonic() - self._last_frame)
+            remaining = interval - (self._clock.monotonic() - self._last_activity)
             if remaining > _SLACK:
                 await self._clock.sleep(remaining)
                 continue
-            self._pong = asyncio.get_running_loop().create_future()
+            self._pong = pong = asyncio.get_running_loop().create_future()
             self.counters["pings"] += 1
             await self._send_ping()
             try:
-                await race_clock(self._clock, timeout, self._pong)
-            except TimeoutError:
-                self.counters["pong_timeouts"] += 1
-                raise HeartbeatTimeout(f"no pong within {timeout:g} s") from None
+                await self._await_pong(pong, interval + timeout)
             finally:
                 self._pong = None
+
+    async def _await_pong(self, pong: asyncio.Future[None], silence: float) -> None:
+        """Wait for ``pong`` while there was activity within ``silence`` seconds.
+
+        A pong queued behind a long resync is read late: our own progress (``_deliver``)
+        counts as activity, so only a connection that is silent, or a client that is stuck,
+        for heartbeat + timeout is given up.
+        """
+        while not pong.done():
+            left = self._last_activity + silence - self._clock.monotonic()
+            if left <= 0:
+                self.counters["pong_timeouts"] += 1
+                timeout = self.settings.pong_timeout
+                raise HeartbeatTimeout(f"no pong within {timeout:g} s")
+            with contextlib.suppress(TimeoutError):
+                await race_clock(self._clock, left, asyncio.shield(pong))
 
     # --- for subclasses -----------------------------------------------------------------
 
@@ -430,6 +444,7 @@ class WebSocketClient:
                 source=self.integration, name=entity.name, at=at,
             )  # fmt: skip
         except Exception as exc:
+            self._last_activity = self._clock.monotonic()
             self.delivered.forget(entity.entity_id)
             self.state_failures.record(
                 type(exc).__name__, f"{entity.entity_id}: {describe(exc)}",
@@ -438,3 +453,4 @@ class WebSocketClient:
             return
         self.delivered.remember(entity)
         self.counters["states_delivered"] += 1
+        self._last_activity = self._clock.monotonic()  # progress: see _await_pong

@@ -413,3 +413,29 @@ async def test_the_token_is_never_logged_reported_or_shown(ha, make_harness, cap
         assert secret not in caplog.text
         assert secret not in repr(good.report.calls) + repr(bad.report.calls)
         assert secret not in json.dumps([good.health(), bad.health()])
+
+
+async def test_a_resync_slower_than_heartbeat_plus_timeout_keeps_the_connection(
+    ha, make_harness, clock
+):
+    for n in range(12):
+        ha.set_state(f"sensor.slow_{n}", str(n))
+
+    async def slow_write(entity_id: str, *args: Any, **kwargs: Any) -> bool:
+        clock.advance(5.0)  # each database write takes 5 s: 75 s for the whole snapshot
+        await asyncio.sleep(0)  # let the heartbeat look at the clock meanwhile
+        return True
+
+    harness = make_harness(HomeAssistantClient, settings_for(ha))
+    harness.client._on_state = slow_write  # type: ignore[assignment]
+    harness.start()
+    await harness.report.wait_for_event("connected")
+    assert clock.monotonic() == 75.0  # longer than heartbeat + timeout (40 s)
+    assert harness.health()["pong_timeouts"] == 0 and ha.attempts == 1
+    # The heartbeat re-checks and sleeps until 30 s after the last write: no ping before.
+    [wake] = clock.deadlines()
+    assert 75.0 < wake <= 105.0
+    if wake < 105.0:
+        clock.advance(wake - 75.0)
+        await clock.wait_for_deadlines([105.0])
+    assert harness.health()["pings"] == 0
