@@ -426,9 +426,7 @@ async def test_a_resync_slower_than_heartbeat_plus_timeout_keeps_the_connection(
         await asyncio.sleep(0)  # let the heartbeat look at the clock meanwhile
         return True
 
-    harness = make_harness(HomeAssistantClient, settings_for(ha))
-    harness.client._on_state = slow_write  # type: ignore[assignment]
-    harness.start()
+    harness = make_harness(HomeAssistantClient, settings_for(ha), on_state=slow_write).start()
     await harness.report.wait_for_event("connected")
     assert clock.monotonic() == 75.0  # longer than heartbeat + timeout (40 s)
     assert harness.health()["pong_timeouts"] == 0 and ha.attempts == 1

@@ -51,8 +51,9 @@ async def harness_factory(clock: WatchedClock) -> AsyncIterator[MakeHarness]:
 
     def make(client_class: type[WebSocketClient], settings: Any, **kwargs: Any) -> Harness:
         report, states, rng = RecordingReport(), RecordingStates(), RecordingRng(0.0)
+        on_state = kwargs.pop("on_state", states)  # another on_state: harness.states unused
         client = client_class(
-            settings, clock=clock, report=report, on_state=states, rng=rng, **kwargs
+            settings, clock=clock, report=report, on_state=on_state, rng=rng, **kwargs
         )
         harness = Harness(client, clock, report, states, rng)
         made.append(harness)
