@@ -296,7 +296,7 @@ async def measure(args: argparse.Namespace, url: str, token: str, control: str) 
     ]:
         rows.append([label, get(quiet), get(poll)])
     print(common.table(["", "HomeAssistantClient (ping 30 s)", "GET /api/states every 30 s"], rows))
-    print("goal: at idle only the heartbeat wakes the loop (~2 wake-ups per ping: send, pong)")
+    print("goal: at idle only the heartbeat wakes the loop (<= 2 per ping: its timer, the pong)")
 
 
 def main() -> int:
