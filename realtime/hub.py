@@ -93,6 +93,8 @@ class StatusHub:
         self._dirty: dict[str, _Dirty] = {}
         self._reported: set[str] = set()
         self._wake = asyncio.Event()
+        self._sleeping = False
+        self._loop_moved = asyncio.Event()  # the loop fell asleep or woke up (settled())
         self._write_failures = 0
         self._retry_at = 0.0
         self._last_logged: dict[str, float] = {}
@@ -152,7 +154,7 @@ class StatusHub:
                 if self._dirty and self.clock.monotonic() >= self._retry_at:
                     await self._write_dirty()
                     continue
-                await self.clock.sleep_until(self._next_wall_deadline(), self._wake)
+                await self._sleep()
             if self._dirty:
                 await self._write_dirty()  # one last try for what changed while stopping
         finally:
@@ -171,6 +173,28 @@ class StatusHub:
             "offline_timers": len(self._timers),
             "last_error": self.last_error,
         }
+
+    async def settled(self) -> None:
+        """Return once the loop sleeps with nothing due (tests and benchmarks wait on it)."""
+        while not (self._sleeping and not self._due()):
+            self._loop_moved.clear()
+            await self._loop_moved.wait()
+
+    def _due(self) -> bool:
+        now = self.clock.monotonic()
+        deadline = self._timers.next_deadline()
+        if deadline is not None and deadline <= now:
+            return True
+        return bool(self._dirty) and now >= self._retry_at
+
+    async def _sleep(self) -> None:
+        self._sleeping = True
+        self._loop_moved.set()
+        try:
+            await self.clock.sleep_until(self._next_wall_deadline(), self._wake)
+        finally:
+            self._sleeping = False
+            self._loop_moved.set()
 
     async def _relay(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
@@ -257,6 +281,7 @@ class StatusHub:
         if event is not None:
             dirty.events.append(event)
         self._wake.set()
+        self._loop_moved.set()
 
     async def _write_dirty(self) -> None:
         for integration in list(self._dirty):
