@@ -99,6 +99,7 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._failures = 0  # consecutive failed sends
+        self.failed_sends = 0
         self._failing_since_log = 0
         self._last_log = 0.0
         self.sent = 0  # group messages sent
@@ -128,6 +129,11 @@ class Publisher:
                     return False
                 self._lock.wait(left)
         return True
+
+    def wait_for(self, predicate: Callable[[Publisher], bool], timeout: float = 5.0) -> bool:
+        """Block until ``predicate(self)`` holds after a send (tests); False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: predicate(self), timeout)
 
     async def aflush(self, within: float = 5.0) -> bool:
         """``flush`` for async code: waits in a thread, never on the event loop."""
@@ -249,6 +255,7 @@ class Publisher:
 
     def _record_failure(self, exc: BaseException) -> None:
         self._failures += 1
+        self.failed_sends += 1
         now = time.monotonic()
         error = f"{type(exc).__name__}: {exc}"
         if self._failures == 1:
