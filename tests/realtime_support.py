@@ -32,8 +32,8 @@ ORIGIN = "http://localhost"
 PASSWORD = "correct horse battery staple"
 
 
-@pytest.fixture
-def realtime_group(settings: Any) -> str:
+@pytest.fixture(name="realtime_group")
+def realtime_group_fixture(settings: Any) -> str:
     """Every push and consumer of this test in a group of its own (others share Redis)."""
     settings.REALTIME_GROUP = f"test_realtime_{uuid.uuid4().hex[:12]}"
     return str(settings.REALTIME_GROUP)
@@ -56,8 +56,8 @@ class AlarmSource:
         return dict(self.snapshot)
 
 
-@pytest.fixture
-def alarm_source() -> Iterator[AlarmSource]:
+@pytest.fixture(name="alarm_source")
+def alarm_source_fixture() -> Iterator[AlarmSource]:
     source = AlarmSource()
     previous = snapshots.set_alarm_snapshot_source(source)
     yield source
@@ -93,7 +93,9 @@ def redis_server_binary() -> str:
     return str(_redis_binary())
 
 
-def wait_listening(port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None) -> None:
+def wait_listening(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None
+) -> None:
     """Until something accepts on 127.0.0.1:port (a server starting); raises on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -137,8 +139,8 @@ class PrivateRedis:
         self.proc = None
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+@pytest.fixture(name="private_redis")
+def private_redis_fixture(tmp_path: Path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path)
     server.start()
     yield server
@@ -148,8 +150,9 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 class Daphne:
     """``daphne config.asgi:application`` in a process, on the test database."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.env = env
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
              "config.asgi:application"],
@@ -164,6 +167,11 @@ class Daphne:
         except BaseException:
             self.stop()
             raise
+
+    def restart(self) -> Daphne:
+        """Stop this one and start another on the same port (clients reconnect to it)."""
+        self.stop()
+        return Daphne(self.env, self.port)
 
     @property
     def http(self) -> str:
@@ -199,8 +207,8 @@ def daphne_env(group: str, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def daphne(realtime_group: str) -> Iterator[Daphne]:
+@pytest.fixture(name="daphne")
+def daphne_fixture(realtime_group: str) -> Iterator[Daphne]:
     server = Daphne(daphne_env(realtime_group))
     yield server
     server.stop()

@@ -15,7 +15,10 @@ from channels_redis.core import RedisChannelLayer
 
 from realtime import broadcast
 from realtime.broadcast import Publisher, Push
-from tests.realtime_support import PrivateRedis, private_redis  # noqa: F401 - fixture
+from tests.realtime_support import (  # noqa: F401 - fixtures
+    PrivateRedis,
+    private_redis_fixture,
+)
 
 
 def group() -> str:
@@ -37,8 +40,8 @@ class Receiver:
         self.channel = self.channel or await self.layer.new_channel()
         await self.layer.group_add(self.group, self.channel)
 
-    async def next_items(self, timeout: float = 5) -> list[list[Any]]:
-        async with asyncio.timeout(timeout):
+    async def next_items(self, within: float = 5) -> list[list[Any]]:
+        async with asyncio.timeout(within):
             message = await self.layer.receive(self.channel)
         assert message["type"] == broadcast.PUSH_TYPE
         items: list[list[Any]] = message["items"]
@@ -83,8 +86,7 @@ class HangingLayer:
 
     async def group_send(self, group_: str, message: dict[str, Any]) -> None:
         self.entered.set()
-        while not self.release.is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(self.release.wait)
         self.sent.append(message)
 
 

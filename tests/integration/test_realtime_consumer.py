@@ -19,9 +19,9 @@ from services.clock import FakeClock
 from services.dbthread import AsyncStore
 from tests.realtime_support import (  # noqa: F401 - fixtures
     AlarmSource,
-    alarm_source,
+    alarm_source_fixture,
     make_user,
-    realtime_group,
+    realtime_group_fixture,
     session_cookie,
     ws_headers,
 )
@@ -45,8 +45,8 @@ async def connect(realtime_group: str, alarm_source: AlarmSource) -> AsyncIterat
         await communicator.disconnect()
 
 
-async def receive(communicator: WebsocketCommunicator, timeout: float = 5) -> dict[str, Any]:
-    message: dict[str, Any] = await communicator.receive_json_from(timeout)
+async def receive(communicator: WebsocketCommunicator, within: float = 5) -> dict[str, Any]:
+    message: dict[str, Any] = await communicator.receive_json_from(within)
     return message
 
 
@@ -188,8 +188,10 @@ async def test_sequence_grows_across_many_changes(
         await hub.settled()
         numbers = [snapshot["sequence"]]
         last: dict[str, Any] = {}
-        while not last or last["payload"]["mqtt"]["state"] != "offline" or not (
-            await communicator.receive_nothing(0.3)
+        while (
+            not last
+            or last["payload"]["mqtt"]["state"] != "offline"
+            or not (await communicator.receive_nothing(0.3))
         ):
             last = await receive(communicator)
             assert last["type"] == "system_status"

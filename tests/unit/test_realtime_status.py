@@ -99,7 +99,13 @@ ON = {"configured": True, "enabled": True}
             True,
             {"details": {"a": 1, "b": 2}},
         ),
-        (mqtt(**ON, link="connected", details={"a": 1}), "connected", {"details": {"a": 1}}, False, {}),
+        (
+            mqtt(**ON, link="connected", details={"a": 1}),
+            "connected",
+            {"details": {"a": 1}},
+            False,
+            {},
+        ),
     ],
 )
 def test_transitions(

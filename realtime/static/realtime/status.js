@@ -18,6 +18,7 @@
   let pingTimer = null;
   let pongTimer = null;
   let summaryTimer = null;
+  let opened = 0; // sockets opened so far, shown as data-connects (tests wait on it)
 
   function text(el, value) {
     el.textContent = value === null || value === undefined || value === "" ? "–" : String(value);
@@ -124,7 +125,7 @@
       return;
     }
     if (kind === "alarm_state" || kind === "system_status") {
-      if (message.sequence <= (latest[kind] || 0)) return; // older than what is shown
+      if (kind in latest && message.sequence <= latest[kind]) return; // older than shown
       latest[kind] = message.sequence;
       if (kind === "alarm_state") renderAlarm(message.payload);
       else renderStatus(message.payload);
@@ -145,6 +146,8 @@
     socket.onopen = () => {
       backoff = 500;
       latest = {}; // the snapshots that follow replace everything shown
+      opened += 1;
+      document.getElementById("connection").dataset.connects = String(opened);
       setConnection("live", "live");
       refreshSummary();
       summaryTimer = setInterval(refreshSummary, 60000);
