@@ -319,3 +319,32 @@ def test_one_hub_per_worker() -> None:
     assert status_hub(ctx) is status_hub(ctx)
     assert status_hub(ctx).name == "status"
     assert status_hub(ctx).worker_id == "w1"
+
+
+async def test_a_dropped_database_connection_is_replaced(make_hub: Make) -> None:
+    from django.db import connection
+
+    running = await make_hub()
+    hub = running.hub
+    db: CountingDb = hub._db  # type: ignore[assignment]
+
+    def backend_pid() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
+    def terminate(pid: int) -> None:  # from a connection of its own
+        import psycopg
+
+        from tests.acceptance.conftest import database_url
+
+        with psycopg.connect(database_url(), autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+
+    hub.report("mqtt", "connected")
+    await running.settle()
+    terminate(await db.store.call(backend_pid))
+    hub.report("mqtt", "disconnected")  # the pipelined write meets the dead connection
+    await running.settle()
+    assert hub.writes == 2 and hub.last_error is None
+    assert hub._publish.states("mqtt")[-1] == "offline"  # type: ignore[attr-defined]
