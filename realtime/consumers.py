@@ -21,8 +21,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime import broadcast, snapshots
+from realtime.logs import BoundedLog
 
 logger = logging.getLogger(__name__)
+_log = BoundedLog(logger)
 
 UNAUTHENTICATED = 4401
 SNAPSHOT_KINDS = ("alarm_state", "system_status")
@@ -46,10 +48,7 @@ class AlarmConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.group = group
         except Exception as exc:  # Redis away: the client retries and gets snapshots then
-            logger.warning(
-                "cannot join the push group",
-                extra={"event": "realtime.join_failed", "error": f"{exc!r}"},
-            )
+            _log.warning("realtime.join_failed", "cannot join the push group", error=repr(exc))
             await self.close(code=1011)
             return
         self._refresh = asyncio.ensure_future(self._refresh_membership())
@@ -101,7 +100,6 @@ class AlarmConsumer(AsyncWebsocketConsumer):
             try:
                 await self.channel_layer.group_add(self.group, self.channel_name)
             except Exception as exc:
-                logger.info(
-                    "group membership not renewed",
-                    extra={"event": "realtime.join_failed", "error": f"{exc!r}"},
+                _log.warning(
+                    "realtime.renew_failed", "group membership not renewed", error=repr(exc)
                 )

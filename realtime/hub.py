@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from realtime import broadcast, store
+from realtime.logs import BoundedLog
 from realtime.status import (
     INTEGRATIONS,
     IntegrationStatus,
@@ -97,7 +97,7 @@ class StatusHub:
         self._loop_moved = asyncio.Event()  # the loop fell asleep or woke up (settled())
         self._write_failures = 0
         self._retry_at = 0.0
-        self._last_logged: dict[str, float] = {}
+        self._log = BoundedLog(logger, log_every)
         self.loaded = False
         self.reports = self.changes = self.writes = self.pushes = self.rejected = 0
         self.last_error: str | None = None
@@ -117,7 +117,7 @@ class StatusHub:
             integration, event, error, details = check_report(integration, event, error, details)
         except ReportError as exc:
             self.rejected += 1
-            self._log_bounded("realtime.report_rejected", "status report rejected", error=str(exc))
+            self._log.warning("realtime.report_rejected", "status report rejected", error=str(exc))
             return
         self.reports += 1
         self._reported.add(integration)
@@ -317,7 +317,7 @@ class StatusHub:
         self.last_error = f"{type(exc).__name__}: {exc}"
         delay = exponential(self._write_failures, base=self.retry_base, cap=self.retry_cap)
         self._retry_at = self.clock.monotonic() + delay
-        self._log_bounded(
+        self._log.warning(
             "realtime.write_failed",
             "cannot store integration status; retrying",
             error=self.last_error,
@@ -332,13 +332,6 @@ class StatusHub:
         if not candidates:
             return None
         return self.clock.now() + timedelta(seconds=min(candidates) - self.clock.monotonic())
-
-    def _log_bounded(self, event: str, text: str, **fields: Any) -> None:
-        now = time.monotonic()
-        if now - self._last_logged.get(event, -self.log_every) < self.log_every:
-            return
-        self._last_logged[event] = now
-        logger.warning(text, extra={"event": event, **fields})
 
 
 def _history_only(status: IntegrationStatus) -> IntegrationStatus:

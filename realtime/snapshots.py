@@ -17,9 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from realtime import broadcast, sequence, store
+from realtime.logs import BoundedLog
 from realtime.status import system_status_payload
 
 logger = logging.getLogger(__name__)
+_log = BoundedLog(logger)
 
 AlarmSnapshotSource = Callable[[], dict[str, Any]]
 
@@ -48,9 +50,8 @@ def alarm_state_message() -> dict[str, Any]:
         payload: dict[str, Any] | None = _alarm_source()
     except Exception as exc:
         payload = None
-        logger.warning(
-            "alarm state snapshot failed",
-            extra={"event": "realtime.alarm_snapshot_failed", "error": f"{exc!r}"},
+        _log.warning(
+            "realtime.alarm_snapshot_failed", "alarm state snapshot failed", error=repr(exc)
         )
     return broadcast.message("alarm_state", payload, sequence=number)
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis.exceptions
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core import signing
+from django.db import connections
 
 from config.asgi import application
 from realtime import broadcast, receivers, tokens
@@ -19,8 +23,10 @@ from services.clock import FakeClock
 from services.dbthread import AsyncStore
 from tests.realtime_support import (  # noqa: F401 - fixtures
     AlarmSource,
+    PrivateRedis,
     alarm_source_fixture,
     make_user,
+    private_redis_fixture,
     realtime_group_fixture,
     session_cookie,
     ws_headers,
@@ -223,6 +229,29 @@ async def test_reconnect_gets_a_fresh_snapshot(connect: Connect, db_call: Any) -
         await task
     finally:
         await store_.close()
+
+
+async def test_redis_away_at_connect_closes_for_a_retry(
+    connect: Connect, db_call: Any, settings: Any, private_redis: PrivateRedis
+) -> None:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [private_redis.url]},
+        }
+    }
+    private_redis.stop()
+    cookie = await db_call(session_cookie, await db_call(make_user))
+    communicator = WebsocketCommunicator(application, "/ws/alarm/", ws_headers(cookie=cookie))
+    assert (await communicator.connect(timeout=5))[0]
+    closing = await communicator.receive_output(10)
+    assert closing == {"type": "websocket.close", "code": 1011}  # the page retries later
+    # channels' own receive loop then fails on the dead Redis too: daphne logs it and drops
+    # the instance; here the communicator hands it over.
+    with contextlib.suppress(redis.exceptions.ConnectionError):
+        await communicator.wait(5)
+    # The crash skipped channels' clean-up of the auth lookup's connection (asgiref's thread).
+    await sync_to_async(connections.close_all)()
 
 
 def test_the_message_shape() -> None:
