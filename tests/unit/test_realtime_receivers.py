@@ -31,8 +31,8 @@ def test_each_signal_pushes_its_kwargs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert receivers.connect_alarm_signals() is True  # dispatch_uid: still one receiver each
     snapshot = {"state": "armed_away", "previous_state": "arming", "changed_at": "x", "delay": None}
     entity = {"entity_id": "binary_sensor.door", "state": "on", "source": "zigbee2mqtt"}
-    fake.alarm_state_changed.send(sender=None, snapshot=snapshot)  # type: ignore[attr-defined]
-    fake.entity_state_changed.send(sender=None, entity=entity)  # type: ignore[attr-defined]
+    fake.alarm_state_changed.send(sender=None, snapshot=snapshot)
+    fake.entity_state_changed.send(sender=None, entity=entity)
     assert pushed == [("a", snapshot), ("e", entity)]
 
 
