@@ -16,10 +16,11 @@ after a backoff (0.25 s doubling to 5 s) while the callers go on. The first fail
 and ``realtime.publish_recovered`` once a send works again. Clients that lost their socket
 meanwhile reconnect and get fresh snapshots; the sequence numbers let them drop anything older.
 
-Dead consumers: channels-redis keeps a group member until ``group_expiry``; consumers refresh
-their membership (``MEMBERSHIP_REFRESH``), so the setting can be short (settings.py) and a
-consumer whose process died leaves the group within minutes instead of filling its process's
-queue to capacity and making every send log "over capacity" for a day.
+Receivers: each web process has one member in the group, its relay (``realtime.relay``),
+which renews its entry every ``MEMBERSHIP_REFRESH`` s and fans pushes out to the process's
+consumers; ``group_expiry`` (settings) can therefore be short, and the entry of a process that
+died drops out within minutes instead of filling its queue to capacity and making every send
+log "over capacity" for a day.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from services.backoff import exponential
 
 logger = logging.getLogger(__name__)
 
-PUSH_TYPE = "realtime.push"  # the group message type; AlarmConsumer.realtime_push receives it
-MEMBERSHIP_REFRESH = 60.0  # seconds between a consumer's group_add renewals
+PUSH_TYPE = "realtime.push"  # the group message type; realtime.relay receives it
+MEMBERSHIP_REFRESH = 60.0  # seconds between a relay's group_add renewals
 MAX_BATCH = 100
 KINDS = ("alarm_state", "system_status", "entity_state")
 
@@ -68,7 +69,7 @@ def group_name() -> str:
     return str(settings.REALTIME_GROUP)
 
 
-def _default_layer() -> Any:
+def default_layer() -> Any:
     from channels.layers import get_channel_layer
 
     return get_channel_layer()
@@ -80,7 +81,7 @@ class Publisher:
     def __init__(
         self,
         *,
-        layer: Callable[[], Any] = _default_layer,
+        layer: Callable[[], Any] = default_layer,
         group: Callable[[], str] = group_name,
         retry_base: float = 0.25,
         retry_cap: float = 5.0,

@@ -1,17 +1,15 @@
 """``/ws/alarm/``: snapshots on connect, then every push; ping -> pong. Thin on purpose.
 
-Order on connect: join the group FIRST, then read the snapshots (``alarm_state``, then
-``system_status``) and send them. A push committed meanwhile waits in the channel layer
-(channels dispatches one message at a time, so none is handled before ``connect`` returns)
-and is then dropped if its number is not above the snapshot's: the snapshot already showed
-it. So a client never misses a change nor sees an older one after a newer one, for the
-snapshot kinds. ``entity_state`` pushes are forwarded as they come.
+Pushes reach the consumer through its process's relay (``realtime.relay``), not a channel of
+its own. Order on connect: join the relay FIRST, then read the snapshots (``alarm_state``,
+then ``system_status``) and send them. A push that arrives meanwhile is held until they are
+sent, and then dropped if its number is not above the snapshot's of its kind: the snapshot
+already showed it. So a client never misses a change nor sees an older state after a newer
+one, for the snapshot kinds. ``entity_state`` pushes are forwarded as they come.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -20,21 +18,22 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from realtime import broadcast, snapshots
-from realtime.logs import BoundedLog
+from realtime import snapshots
+from realtime.relay import JoinFailed, relay
 
 logger = logging.getLogger(__name__)
-_log = BoundedLog(logger)
 
 UNAUTHENTICATED = 4401
+TRY_AGAIN = 1011
 SNAPSHOT_KINDS = ("alarm_state", "system_status")
 # Messages whose handlers touch no database (see dispatch).
-_NO_DATABASE = frozenset({"realtime.push", "websocket.receive"})
+_NO_DATABASE = frozenset({"websocket.receive"})
 
 
 class AlarmConsumer(AsyncWebsocketConsumer):
-    group: str | None = None
-    _refresh: asyncio.Task[None] | None = None
+    # No channel of its own on the channel layer: the relay brings the pushes.
+    channel_layer_alias = "no-channel-layer"
+    _joined = False
 
     async def connect(self) -> None:
         await self.accept()  # a close code reaches the client only on an accepted socket
@@ -43,27 +42,25 @@ class AlarmConsumer(AsyncWebsocketConsumer):
             await self.close(code=UNAUTHENTICATED)
             return
         self.latest: dict[str, int] = {}
+        self._held: list[list[Any]] | None = []  # pushes that came before the snapshots
         try:
-            group = broadcast.group_name()
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.group = group
-        except Exception as exc:  # Redis away: the client retries and gets snapshots then
-            _log.warning("realtime.join_failed", "cannot join the push group", error=repr(exc))
-            await self.close(code=1011)
+            await relay().join(self)
+        except JoinFailed:  # Redis away: the client retries and gets snapshots then
+            await self.close(code=TRY_AGAIN)
             return
-        self._refresh = asyncio.ensure_future(self._refresh_membership())
+        self._joined = True
         for build in (snapshots.alarm_state_message, snapshots.system_status_message):
             snapshot = await database_sync_to_async(build)()
             self.latest[snapshot["type"]] = snapshot["sequence"]
             await self.send(text_data=json.dumps(snapshot, default=str))
+        held, self._held = self._held or [], None
+        await self.deliver(held)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Skip channels' close_old_connections() for pushes and pings.
+        """Skip channels' close_old_connections() for client frames (pings).
 
-        channels runs it before every handler, through the one thread shared by every
-        consumer of the process: a push to 50 clients queued 50 thread hops, most of the
-        fan-out's time. These handlers never touch the database; connect's snapshot reads
-        go through database_sync_to_async, which closes old connections itself.
+        channels runs it before every handler, through the one thread every consumer of the
+        process shares; a ping never touches the database.
         """
         if message["type"] in _NO_DATABASE:
             await getattr(self, get_handler_name(message))(message)
@@ -78,28 +75,22 @@ class AlarmConsumer(AsyncWebsocketConsumer):
         if kind == "ping":
             await self.send(text_data='{"type": "pong"}')
 
-    async def realtime_push(self, event: dict[str, Any]) -> None:
-        for kind, number, text in event["items"]:
+    async def deliver(self, items: list[list[Any]]) -> None:
+        """Send pushes (``[kind, sequence, text]``) the client has not seen yet (the relay)."""
+        if self._held is not None:
+            self._held.extend(items)
+            return
+        for kind, number, text in items:
             if kind in SNAPSHOT_KINDS:
                 if number <= self.latest.get(kind, 0):
                     continue  # the snapshot (or a later push) already showed it
                 self.latest[kind] = number
-            await self.send(text_data=text)
+            await self.base_send({"type": "websocket.send", "text": text})
+
+    async def lost(self) -> None:
+        """The relay lost Redis: close, so that the client reconnects for fresh snapshots."""
+        await self.close(code=TRY_AGAIN)
 
     async def disconnect(self, code: int) -> None:
-        if self._refresh is not None:
-            self._refresh.cancel()
-        if self.group is not None:
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def _refresh_membership(self) -> None:
-        """Renew the group entry so a short group_expiry drops only dead consumers."""
-        while True:
-            await asyncio.sleep(broadcast.MEMBERSHIP_REFRESH)
-            try:
-                await self.channel_layer.group_add(self.group, self.channel_name)
-            except Exception as exc:
-                _log.warning(
-                    "realtime.renew_failed", "group membership not renewed", error=repr(exc)
-                )
+        if self._joined:
+            relay().leave(self)

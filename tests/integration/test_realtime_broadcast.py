@@ -196,33 +196,3 @@ async def test_a_dead_consumer_leaves_the_group(
         publisher.close()
         await layer.connection(0).delete(layer.prefix + dead.split("!")[0] + "!")
         await layer.close_pools()
-
-
-async def test_consumers_renew_their_membership(
-    settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from realtime.consumers import AlarmConsumer
-
-    layer = RedisChannelLayer(hosts=[settings.REDIS_URL])
-    name = group()
-    consumer = AlarmConsumer()
-    consumer.channel_layer = layer
-    consumer.channel_name = await layer.new_channel()
-    consumer.group = name
-    renewed = asyncio.Event()
-    original = layer.group_add
-
-    async def group_add(group_: str, channel: str) -> None:
-        await original(group_, channel)
-        renewed.set()
-
-    monkeypatch.setattr(layer, "group_add", group_add)
-    monkeypatch.setattr(broadcast, "MEMBERSHIP_REFRESH", 0.01)
-    task = asyncio.ensure_future(consumer._refresh_membership())
-    try:
-        async with asyncio.timeout(5):
-            await renewed.wait()
-        assert consumer.channel_name in await members(layer, name)
-    finally:
-        task.cancel()
-        await layer.close_pools()

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-import redis.exceptions
-from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core import signing
-from django.db import connections
 
 from config.asgi import application
 from realtime import broadcast, receivers, tokens
@@ -242,16 +238,28 @@ async def test_redis_away_at_connect_closes_for_a_retry(
     }
     private_redis.stop()
     cookie = await db_call(session_cookie, await db_call(make_user))
-    communicator = WebsocketCommunicator(application, "/ws/alarm/", ws_headers(cookie=cookie))
+    communicator = await connect(cookie=cookie)
     assert (await communicator.connect(timeout=5))[0]
     closing = await communicator.receive_output(10)
     assert closing == {"type": "websocket.close", "code": 1011}  # the page retries later
-    # channels' own receive loop then fails on the dead Redis too: daphne logs it and drops
-    # the instance; here the communicator hands it over.
-    with contextlib.suppress(redis.exceptions.ConnectionError):
-        await communicator.wait(5)
-    # The crash skipped channels' clean-up of the auth lookup's connection (asgiref's thread).
-    await sync_to_async(connections.close_all)()
+
+
+async def test_losing_redis_closes_every_socket_for_a_retry(
+    connect: Connect, db_call: Any, settings: Any, private_redis: PrivateRedis
+) -> None:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [private_redis.url]},
+        }
+    }
+    sockets = [await logged_in(connect, db_call) for _ in range(3)]
+    for communicator in sockets:
+        await snapshots_of(communicator)
+    private_redis.stop()
+    for communicator in sockets:
+        closing = await communicator.receive_output(10)
+        assert closing == {"type": "websocket.close", "code": 1011}
 
 
 def test_the_message_shape() -> None:
