@@ -123,8 +123,9 @@ if EMBEDDED_REDIS:
     _start = embedded.should_start_servers(sys.argv)
     REDIS_URL = embedded.redis_url() if _start else embedded.redis_url_without_start()
 REDIS_URL = _config(redis_url_ok, REDIS_URL)
-# group_expiry: WebSocket consumers renew their group entry every minute (realtime.broadcast),
-# so one left behind by a dead web process drops out after 5 minutes, not the default day.
+# group_expiry: each web process has one entry in the push group (realtime.relay), renewed
+# every minute, so the entry of a web process that died drops out after 5 minutes instead of
+# the default day (meanwhile filling its queue to capacity: "over capacity" on every send).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
