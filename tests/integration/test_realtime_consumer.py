@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.core import signing
 
 from config.asgi import application
-from realtime import broadcast, receivers, tokens
+from realtime import broadcast, receivers, snapshots, tokens
 from realtime.hub import StatusHub
 from realtime.status import INTEGRATIONS
 from services.clock import FakeClock
@@ -167,6 +168,54 @@ async def test_pushes_older_than_the_snapshot_are_dropped(connect: Connect, db_c
     assert by_type["alarm_state"]["payload"] == {"state": "armed_away"}
     assert by_type["alarm_state"]["sequence"] > alarm["sequence"]
     assert await communicator.receive_nothing(0.2)
+
+
+async def test_pushes_racing_the_snapshots_wait_for_them(
+    connect: Connect, db_call: Any, alarm_source: AlarmSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pushes that arrive while the snapshots are read come after them, minus the stale."""
+    from realtime.consumers import AlarmConsumer
+    from realtime.models import IntegrationStatusRecord
+
+    delivered = asyncio.Event()
+    original = AlarmConsumer.deliver
+
+    async def deliver(self: AlarmConsumer, items: list[list[Any]]) -> None:
+        await original(self, items)
+        if any(item[1] == 1001 for item in items):
+            delivered.set()
+
+    monkeypatch.setattr(AlarmConsumer, "deliver", deliver)
+
+    await db_call(IntegrationStatusRecord.objects.create, integration="mqtt", sequence=1000)
+    reading, release = threading.Event(), threading.Event()
+    snapshot = alarm_source.snapshot
+
+    def slow_source() -> dict[str, Any]:
+        reading.set()
+        assert release.wait(10)
+        return dict(snapshot)
+
+    previous = snapshots.set_alarm_snapshot_source(slow_source)
+    try:
+        cookie = await db_call(session_cookie, await db_call(make_user))
+        communicator = await connect(cookie=cookie)
+        connecting = asyncio.ensure_future(communicator.connect(timeout=10))
+        assert await asyncio.to_thread(reading.wait, 10)  # joined, now reading the snapshots
+        broadcast.system_status({"stale": True}, sequence=1000)  # what the snapshot shows
+        assert broadcast.flush(5)
+        broadcast.system_status({"fresh": True}, sequence=1001)
+        async with asyncio.timeout(10):
+            await delivered.wait()  # the relay handed both over while connect() still reads
+        release.set()
+        assert (await connecting)[0]
+        got = [await receive(communicator) for _ in range(3)]
+        assert [m["type"] for m in got] == ["alarm_state", "system_status", "system_status"]
+        assert got[1]["sequence"] == 1000
+        assert got[2]["payload"] == {"fresh": True}
+        assert await communicator.receive_nothing(0.2)
+    finally:
+        snapshots.set_alarm_snapshot_source(previous)
 
 
 async def test_sequence_grows_across_many_changes(
