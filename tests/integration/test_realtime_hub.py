@@ -316,9 +316,14 @@ def test_one_hub_per_worker() -> None:
         None,  # type: ignore[arg-type]
         [],
     )
+    from django.apps import apps
+
     assert status_hub(ctx) is status_hub(ctx)
     assert status_hub(ctx).name == "status"
     assert status_hub(ctx).worker_id == "w1"
+    # the component the runner runs is the hub whose report() the integrations get
+    contributed = apps.get_app_config("realtime").worker_components(ctx)  # type: ignore[attr-defined]
+    assert contributed == [status_hub(ctx)]
 
 
 async def test_a_dropped_database_connection_is_replaced(make_hub: Make) -> None:
