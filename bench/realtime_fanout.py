@@ -350,9 +350,9 @@ async def measure(args: argparse.Namespace, env: dict[str, str], daphne: common.
         )
     )
     per_change = 1000 * daphne_cpu / (2 * args.changes)
-    print(f"daphne CPU per change (50 sends): {per_change:.2f} ms; machine during the fan-out: "
-          f"busy {machine['busy']:.0f} %, others {machine['others']:.0f} % of "
-          f"{os.cpu_count()} cores")  # fmt: skip
+    print(f"daphne CPU per change ({args.clients} sends): {per_change:.2f} ms; "
+          f"machine during the fan-out: busy {machine['busy']:.0f} %, "
+          f"others {machine['others']:.0f} % of {os.cpu_count()} cores")  # fmt: skip
     print("goal: p99 <= 10 ms")
     print(f"\nidle: {args.idle:g} s with nothing changing (after {args.settle:g} s settling)")
     print(common.table(["what", "count"], idle))
