@@ -123,12 +123,23 @@ if EMBEDDED_REDIS:
     _start = embedded.should_start_servers(sys.argv)
     REDIS_URL = embedded.redis_url() if _start else embedded.redis_url_without_start()
 REDIS_URL = _config(redis_url_ok, REDIS_URL)
+# group_expiry: each web process has one entry in the push group (realtime.relay), renewed
+# every minute, so the entry of a web process that died drops out after 5 minutes instead of
+# the default day (meanwhile filling its queue to capacity: "over capacity" on every send).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 100, "expiry": 60},
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 100, "expiry": 60, "group_expiry": 300},
     }
 }
+
+# --- Realtime (WebSocket pushes) ----------------------------------------------------------
+# The channel-layer group every /ws/alarm/ consumer joins (tests use one of their own).
+REALTIME_GROUP = env.get("REALTIME_GROUP", "alarm_realtime")
+# Seconds a WebSocket token from /api/ws-token/ is accepted for.
+REALTIME_TOKEN_MAX_AGE = _config(
+    parse_int, "REALTIME_TOKEN_MAX_AGE", env.get("REALTIME_TOKEN_MAX_AGE"), default=3600
+)
 
 # --- MQTT (used by the integrations) ------------------------------------------------------
 MQTT_URL = env.get("MQTT_URL", "").strip()

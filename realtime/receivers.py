@@ -1,0 +1,46 @@
+"""Receivers of the alarm app's signals (CONTRACTS.md item 2): each pushes what it is given.
+
+The signals are sent from ``transaction.on_commit``, in whichever process made the change;
+a receiver only hands the message to the publisher thread, so the sender never waits on
+Redis, and never sees an exception from here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+from realtime import broadcast
+
+logger = logging.getLogger(__name__)
+
+
+def on_alarm_state_changed(sender: Any = None, *, snapshot: dict[str, Any], **_: Any) -> None:
+    """``alarm_state_changed(snapshot=<alarm_state_snapshot() dict>)`` -> an alarm_state push."""
+    try:
+        broadcast.alarm_state(snapshot)
+    except Exception:
+        logger.exception("alarm_state push failed", extra={"event": "realtime.receiver_failed"})
+
+
+def on_entity_state_changed(sender: Any = None, *, entity: dict[str, Any], **_: Any) -> None:
+    """``entity_state_changed(entity={entity_id, domain, ...})`` -> an entity_state push."""
+    try:
+        broadcast.entity_state(entity)
+    except Exception:
+        logger.exception("entity_state push failed", extra={"event": "realtime.receiver_failed"})
+
+
+def connect_alarm_signals() -> bool:
+    """Connect both receivers once ``alarm.signals`` exists; returns whether it did."""
+    if importlib.util.find_spec("alarm.signals") is None:
+        return False
+    signals = importlib.import_module("alarm.signals")
+    signals.alarm_state_changed.connect(
+        on_alarm_state_changed, dispatch_uid="realtime.on_alarm_state_changed"
+    )
+    signals.entity_state_changed.connect(
+        on_entity_state_changed, dispatch_uid="realtime.on_entity_state_changed"
+    )
+    return True
