@@ -8,21 +8,17 @@ The delivery's idempotency key is sent as the push ``guid``, Pushbullet's client
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
-
-import aiohttp
 
 from notifications.providers.base import (
     ConfigErrors,
     Message,
-    SendResult,
+    Outgoing,
+    Provider,
     base_headers,
     choice_field,
-    invalid,
     join_url,
     not_a_mapping,
-    request,
     text_field,
     url_field,
 )
@@ -31,7 +27,7 @@ DEFAULT_BASE_URL = "https://api.pushbullet.com"
 PUSH_TYPES = ("note", "link")
 
 
-class PushbulletProvider:
+class PushbulletProvider(Provider):
     type = "pushbullet"
     secret_fields = ("token",)
 
@@ -46,25 +42,11 @@ class PushbulletProvider:
         url_field(config, "base_url", errors, required=False)
         return errors
 
-    async def send(
-        self,
-        session: aiohttp.ClientSession,
-        config: Mapping[str, Any],
-        message: Message,
-        now: datetime,
-    ) -> SendResult:
-        if errors := self.validate(config):
-            return invalid(errors)
+    def build(self, config: Mapping[str, Any], message: Message) -> Outgoing:
         base = (config.get("base_url") or DEFAULT_BASE_URL).strip()
         headers = {"Access-Token": config["token"].strip(), **base_headers(message)}
-        return await request(
-            session,
-            "POST",
-            join_url(base, "v2/pushes"),
-            now=now,
-            headers=headers,
-            json=payload(config, message),
-        )
+        url = join_url(base, "v2/pushes")
+        return Outgoing("POST", url, headers, json=payload(config, message))
 
 
 def payload(config: Mapping[str, Any], message: Message) -> dict[str, Any]:
