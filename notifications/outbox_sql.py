@@ -33,7 +33,7 @@ WITH pending AS (
     UPDATE notifications_notificationdelivery AS d
     SET status = 'sending', locked_by = %(worker)s, locked_until = %(lease_until)s,
         attempts = d.attempts + 1, last_attempt_at = %(now)s, updated_at = %(now)s
-    FROM due WHERE d.id = due.id
+    WHERE d.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING d.id, d.provider_id, d.title, d.message, d.data, d.attempts, d.max_attempts,
               d.idempotency_key, d.next_attempt_at
 ), upcoming AS (
