@@ -106,7 +106,7 @@ async def send_one(
         delivery.title, delivery.message, delivery.data, delivery.idempotency_key, delivery.id
     )
     try:
-        sent = await ready.provider.send_valid(session, ready.config, message, now)
+        sent = await ready.provider.send(session, ready.config, message, now, validated=True)
     except Exception as exc:
         failure = classify_exception(exc, connection_errors=(aiohttp.ClientError,))
         return after_failure(delivery, failure, now)

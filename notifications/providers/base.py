@@ -1,9 +1,9 @@
 """What every provider shares: the message, the result, the base class, validation, sending.
 
 A provider says how its config is validated (``validate``) and which request a message becomes
-(``build``); ``Provider.send`` is the same for all: validate, build, send, interpret. Its
-``send_valid`` skips the validation for a config that was validated already (the dispatcher
-validates each provider's config once, not once per delivery). Sending never raises for HTTP
+(``build``); ``Provider.send`` is the same for all: validate (unless the caller did: the
+dispatcher validates each provider's config once, not once per delivery), build, send,
+interpret. Sending never raises for HTTP
 answers or network errors: it returns a ``SendResult`` whose ``failure`` the dispatcher turns
 into "retry later" or "dead now".
 """
@@ -85,20 +85,16 @@ class Provider(ABC):
         config: Mapping[str, Any],
         message: Message,
         now: datetime,
+        *,
+        validated: bool = False,
     ) -> SendResult:
-        """Validate ``config``, then send: an invalid config is a permanent failure, unsent."""
-        if errors := self.validate(config):
-            return invalid(errors)
-        return await self.send_valid(session, config, message, now)
+        """Send ``message``; an invalid config is a permanent failure and sends nothing.
 
-    async def send_valid(
-        self,
-        session: aiohttp.ClientSession,
-        config: Mapping[str, Any],
-        message: Message,
-        now: datetime,
-    ) -> SendResult:
-        """Send with a config that ``validate`` accepted (the caller vouches for it)."""
+        ``validated``: the caller has had ``config`` accepted by ``validate`` already (the
+        dispatcher does once per provider version), so it is not validated again.
+        """
+        if not validated and (errors := self.validate(config)):
+            return invalid(errors)
         outgoing = self.build(config, message)
         if isinstance(outgoing, SendResult):
             return outgoing

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from notifications.dispatcher import OutboxComponent, OutboxSettings
 from notifications.models import NotificationDelivery, NotificationLog, NotificationProvider
 from services.clock import FakeClock
@@ -43,6 +45,13 @@ class Outbox:
     async def stop(self) -> None:
         self.stopping.set()
         await asyncio.wait_for(asyncio.gather(*self.tasks), 15)
+
+
+@pytest.fixture
+async def outbox() -> AsyncIterator[Outbox]:
+    """A listener and outbox components over one fake provider (registered by conftest)."""
+    async with running_outbox() as box:
+        yield box
 
 
 @contextlib.asynccontextmanager

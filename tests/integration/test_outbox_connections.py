@@ -4,7 +4,6 @@ ahead of the send slots go back unsent when the worker stops."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,16 +19,9 @@ from tests.integration.outbox_support import (
     enqueue,
     make_provider,
     row,
-    running_outbox,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def outbox() -> AsyncIterator[Outbox]:
-    async with running_outbox() as box:
-        yield box
 
 
 def _kill_outbox_connections() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -20,16 +19,9 @@ from tests.integration.outbox_support import (
     make_provider,
     outcomes,
     row,
-    running_outbox,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def outbox() -> AsyncIterator[Outbox]:
-    async with running_outbox() as box:
-        yield box
 
 
 async def test_an_insert_is_sent_at_once_with_its_idempotency_key(
