@@ -24,26 +24,20 @@ from tests.integration.outbox_support import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def _outbox_backends(what: str = "count(*)") -> int:
+    """``what`` over the outbox's backends: how many there are, or terminate them."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {what} FROM pg_stat_activity "
+            "WHERE application_name = %s AND datname = current_database()",
+            [APPLICATION_NAME],
+        )
+        (result,) = cursor.fetchone() or (0,)
+    return int(result)
+
+
 def _kill_outbox_connections() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = %s AND datname = current_database()",
-            [APPLICATION_NAME],
-        )
-        (killed,) = cursor.fetchone() or (0,)
-    return int(killed)
-
-
-def _outbox_connections() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = %s AND datname = current_database()",
-            [APPLICATION_NAME],
-        )
-        (count,) = cursor.fetchone() or (0,)
-    return int(count)
+    return _outbox_backends("count(pg_terminate_backend(pid))")
 
 
 def _logs(pk: int) -> list[tuple[int, str]]:
@@ -82,7 +76,7 @@ async def test_lost_connections_are_reopened_after_a_backoff_and_no_result_is_lo
     health = component.health()
     assert (health["connection"], health["reconnects"]) == ("backoff", 1)
     assert health["results_pending"] == 1 and component.written == 0
-    assert await db_call(_outbox_connections) == 0
+    assert await db_call(_outbox_backends) == 0
     outbox.clock.advance(5)
     await asyncio.wait_for(component.wait_written(1), 5)
 
