@@ -71,9 +71,17 @@ class Provider(ABC):
     type: ClassVar[str]
     secret_fields: ClassVar[tuple[str, ...]]
 
-    @abstractmethod
     def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
         """Field name -> error for the plain (decrypted) config; empty when it is usable."""
+        if (errors := not_a_mapping(config)) is not None:
+            return errors
+        errors = {}
+        self.check_fields(config, errors)
+        return errors
+
+    @abstractmethod
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
+        """Record at most one error per unusable field of ``config`` in ``errors``."""
 
     @abstractmethod
     def build(self, config: Mapping[str, Any], message: Message) -> Outgoing | SendResult:

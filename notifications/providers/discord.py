@@ -16,7 +16,6 @@ from notifications.providers.base import (
     Provider,
     base_headers,
     choice_field,
-    not_a_mapping,
     text_field,
     url_field,
 )
@@ -32,14 +31,10 @@ class DiscordProvider(Provider):
     type = "discord"
     secret_fields = ("url",)
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         url_field(config, "url", errors, required=True)
         choice_field(config, "mode", MODES, errors)
         text_field(config, "username", errors, required=False)
-        return errors
 
     def build(self, config: Mapping[str, Any], message: Message) -> Outgoing:
         url = config["url"].strip()

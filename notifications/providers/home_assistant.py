@@ -18,7 +18,6 @@ from notifications.providers.base import (
     Provider,
     base_headers,
     join_url,
-    not_a_mapping,
     text_field,
     url_field,
 )
@@ -31,10 +30,7 @@ class HomeAssistantProvider(Provider):
     type = "home_assistant"
     secret_fields = ("token",)
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         url_field(config, "base_url", errors, required=True)
         text_field(config, "token", errors, required=True)
         service = text_field(config, "service", errors, required=True)
@@ -43,7 +39,6 @@ class HomeAssistantProvider(Provider):
                 "Must be a notify service name such as mobile_app_pixel "
                 "(lowercase letters, digits and underscores)."
             )
-        return errors
 
     def build(self, config: Mapping[str, Any], message: Message) -> Outgoing:
         service = service_name(config["service"])

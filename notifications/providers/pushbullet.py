@@ -18,7 +18,6 @@ from notifications.providers.base import (
     base_headers,
     choice_field,
     join_url,
-    not_a_mapping,
     text_field,
     url_field,
 )
@@ -31,16 +30,12 @@ class PushbulletProvider(Provider):
     type = "pushbullet"
     secret_fields = ("token",)
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         text_field(config, "token", errors, required=True)
         push_type = choice_field(config, "type", PUSH_TYPES, errors)
         url_field(config, "url", errors, required=push_type == "link")
         text_field(config, "device_iden", errors, required=False)
         url_field(config, "base_url", errors, required=False)
-        return errors
 
     def build(self, config: Mapping[str, Any], message: Message) -> Outgoing:
         base = (config.get("base_url") or DEFAULT_BASE_URL).strip()

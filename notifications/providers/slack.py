@@ -23,7 +23,6 @@ from notifications.providers.base import (
     Provider,
     base_headers,
     join_url,
-    not_a_mapping,
     text_field,
     url_field,
 )
@@ -39,14 +38,10 @@ class SlackProvider(Provider):
     type = "slack"
     secret_fields = ("token",)
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         text_field(config, "token", errors, required=True)
         text_field(config, "channel", errors, required=True)
         url_field(config, "base_url", errors, required=False)
-        return errors
 
     def build(self, config: Mapping[str, Any], message: Message) -> Outgoing:
         base = (config.get("base_url") or DEFAULT_BASE_URL).strip()

@@ -28,7 +28,6 @@ from notifications.providers.base import (
     base_headers,
     choice_field,
     failed,
-    not_a_mapping,
     text_field,
     url_field,
 )
@@ -54,17 +53,13 @@ class WebhookProvider(Provider):
     # The URL stays visible (it identifies the receiver); credentials do not.
     secret_fields = ("token", "password", "header_value")
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         url_field(config, "url", errors, required=True)
         choice_field(config, "method", METHODS, errors)
         choice_field(config, "format", FORMATS, errors)
         _validate_auth(config, errors)
         _validate_headers(config.get("headers"), errors)
         _validate_template(config.get("body_template"), errors)
-        return errors
 
     def build(self, config: Mapping[str, Any], message: Message) -> Outgoing | SendResult:
         as_json = (config.get("format") or "json") == "json"
