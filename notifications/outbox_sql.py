@@ -38,13 +38,14 @@ WITH pending AS (
               d.idempotency_key, d.next_attempt_at
 ), upcoming AS (
     -- The earliest time anything not claimed here comes due: a pending row's time, or the end
-    -- of a lease (another worker's, or one of ours from an earlier claim). The statement's
-    -- snapshot still shows the rows claimed above as they were, hence NOT IN due.
+    -- of another worker's lease (ours end with the results we write; a timer on them would
+    -- only wake an idle worker a lease after its last send). The statement's snapshot still
+    -- shows the rows claimed above as they were, hence NOT IN due.
     SELECT LEAST(
         (SELECT min(next_attempt_at) FROM notifications_notificationdelivery
          WHERE status = 'pending' AND id NOT IN (SELECT id FROM due)),
         (SELECT min(locked_until) FROM notifications_notificationdelivery
-         WHERE status = 'sending' AND id NOT IN (SELECT id FROM due))
+         WHERE status = 'sending' AND locked_by <> %(worker)s AND id NOT IN (SELECT id FROM due))
     ) AS at
 )
 SELECT c.id, c.title, c.message, c.data, c.attempts, c.max_attempts, c.idempotency_key,

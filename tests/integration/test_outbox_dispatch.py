@@ -170,6 +170,22 @@ async def test_a_lease_left_by_a_dead_worker_is_reclaimed_when_it_expires(
     assert (reclaimed["status"], reclaimed["attempts"]) == ("sent", 2)
 
 
+async def test_its_own_leases_put_nothing_on_the_timer(outbox: Outbox, db_call: DbCall) -> None:
+    """Rows in flight end with the results this worker writes: no wake-up at their lease's end
+    (it would cost an idle worker a statement a lease after its last send)."""
+    component = await outbox.start()
+    provider = await db_call(make_provider, outbox.fake)
+    hold = asyncio.Event()
+    outbox.fake.respond("/webhook", [FakeResponse(release=hold)])
+    await db_call(enqueue, provider)
+    await outbox.fake.wait_for(1)  # held: still ``sending`` under this worker's lease
+    await db_call(enqueue, provider)  # claimed by a statement that sees the first one's lease
+    await component.wait_written(1)
+    assert component.health()["next_due_at"] is None
+    hold.set()
+    await component.wait_written(2)
+
+
 async def test_two_workers_send_each_of_2000_deliveries_exactly_once(
     outbox: Outbox, db_call: DbCall
 ) -> None:
