@@ -37,7 +37,6 @@ from typing import Any
 
 import aiohttp
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from notifications import outbox_sql
 from notifications.outbox_sql import ClaimedDelivery
@@ -169,9 +168,8 @@ class OutboxComponent:
         if self._connection == "open":
             return
         self._connection = "connecting"
-        conninfo = self._session_conninfo()
-        self._claims = await self._open(conninfo)
-        self._writes = await self._open(conninfo)
+        self._claims = await self._open()
+        self._writes = await self._open()
         self._writer = asyncio.create_task(self._results.run(self._writes), name="outbox-writer")
         self._writer.add_done_callback(lambda _: self._wake.set())  # a failed writer: reconnect
         self._connection = "open"
@@ -182,13 +180,7 @@ class OutboxComponent:
                 extra={"event": "outbox.reconnected", "reconnects": self._reconnects},
             )
 
-    def _session_conninfo(self) -> str:
-        params = conninfo_to_dict(self._conninfo())
-        options = [str(params.get("options") or ""), *self._session_options()]
-        params["options"] = " ".join(options).strip()
-        return make_conninfo("", **params)
-
-    def _session_options(self) -> list[str]:
+    def _session_settings(self) -> str:
         """Settings of the outbox's own connections (see README, Notifications).
 
         Each statement is planned once per connection and never again (planning the claim
@@ -197,19 +189,21 @@ class OutboxComponent:
         the table holds months of history, so every statement reaches rows through an index
         by construction and sequential scans are off here: a generic plan made on an empty
         table without that took 1.7 s per claim on 200,000 rows, with it 3 ms. JIT never pays
-        for statements of a millisecond.
+        for statements of a millisecond. SET after connecting rather than startup options:
+        connection poolers (PgBouncer) refuse unknown startup parameters.
         """
-        options = [
-            "-c plan_cache_mode=force_generic_plan",
-            "-c enable_seqscan=off",
-            "-c jit=off",
-        ]
+        settings = ["plan_cache_mode = force_generic_plan", "enable_seqscan = off", "jit = off"]
         if not self.settings.synchronous_commit:
-            options.append("-c synchronous_commit=off")
-        return options
+            settings.append("synchronous_commit = off")
+        return "; ".join(f"SET {setting}" for setting in settings)
 
-    async def _open(self, conninfo: str) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
+        try:
+            await conn.execute(self._session_settings())
+        except BaseException:
+            await conn.close()
+            raise
         conn.prepare_threshold = 0  # prepared (so planned) on first use
         return conn
 
@@ -305,6 +299,7 @@ class OutboxComponent:
             self._drain_wanted = True  # more may be due: claim again when there is room
             return
         self.drains += 1  # nothing else is due now; sleep until the earliest future time
+        self._timers_changed.set()
         heard, self._heard = self._heard, None
         self._timers.cancel("next")
         for due in (upcoming, heard):
@@ -365,8 +360,7 @@ class OutboxComponent:
 
     async def _final_write(self) -> None:
         try:
-            conninfo = self._session_conninfo()
-            async with await self._open(conninfo) as conn:
+            async with await self._open() as conn:
                 await asyncio.shield(self._results.flush(conn))
         except psycopg.Error:
             logger.warning(
@@ -391,6 +385,12 @@ class OutboxComponent:
             await self._finish_sends()
             await asyncio.sleep(0)  # queued rows start from the send callbacks
         await self._results.wait_empty()
+
+    async def wait_drained(self) -> None:
+        """Return once a claim has found nothing more due (the first drain, say)."""
+        while not self.drains:
+            self._timers_changed.clear()
+            await self._timers_changed.wait()
 
     async def wait_next_due(self, due: datetime) -> None:
         """Return once the earliest future time known to the worker is ``due``."""

@@ -121,3 +121,22 @@ async def test_rows_claimed_ahead_go_back_unsent_and_uncounted_at_stop(
     assert {(r["attempts"], r["last_error_code"], r["locked_by"]) for r in ahead} == {(0, "", "")}
     assert [await db_call(_logs, r["id"]) for r in ahead] == [[], [], [], []]
     assert await db_call(_logs, sent_first["id"]) == [(1, "retry")]
+
+
+async def test_its_connections_plan_once_never_scan_tables_and_commit_asynchronously(
+    outbox: Outbox,
+) -> None:
+    component, _ = await _start(outbox)
+    await asyncio.wait_for(component.wait_drained(), 5)
+    shown = {}
+    for conn in (component._claims, component._writes):  # the settings in force on each
+        assert conn is not None
+        for name in ("plan_cache_mode", "enable_seqscan", "jit", "synchronous_commit"):
+            row = await (await conn.execute(f"SHOW {name}")).fetchone()
+            shown[name] = row[0] if row else None
+    assert shown == {
+        "plan_cache_mode": "force_generic_plan",
+        "enable_seqscan": "off",
+        "jit": "off",
+        "synchronous_commit": "off",
+    }
