@@ -84,15 +84,15 @@ def drop_database(name: str, pg_url: str = PG_URL) -> None:
         )
 
 
-def migrated_database(name: str, pg_url: str = PG_URL) -> None:
-    """A fresh database with the project's schema, vacuumed and analyzed.
+def migrated_database(name: str, pg_url: str = PG_URL, tree: Path = ROOT) -> None:
+    """A fresh database with the schema of the project in ``tree``, vacuumed and analyzed.
 
     VACUUM ANALYZE right away, so autovacuum finds nothing to do in it during a measurement.
     """
     fresh_database(name, pg_url=pg_url)
     env = django_env(db_url(name, pg_url))
     subprocess.run(
-        [PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120
+        [PYTHON, "manage.py", "migrate", "-v0"], cwd=tree, env=env, check=True, timeout=120
     )
     with admin(pg_url, name) as conn:
         conn.execute("VACUUM ANALYZE")
@@ -116,14 +116,16 @@ def django_env(database_url: str, **extra: str) -> dict[str, str]:
 class Child:
     """A child process whose stdout+stderr lines are kept with their arrival time."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str], *, label: str) -> None:
+    def __init__(
+        self, args: Sequence[str], env: dict[str, str], *, label: str, cwd: Path = ROOT
+    ) -> None:
         self.label = label
         self.lines: list[tuple[float, str]] = []  # (time.perf_counter(), line)
         self._changed = threading.Condition()
         self.spawned_at = time.perf_counter()
         self.popen = subprocess.Popen(
             list(args),
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -21,6 +21,7 @@ What is here:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +279,8 @@ class _OutboxTable(Subject):
     provider_id = 0
 
     def prepare(self) -> None:
-        common.fresh_database(self.dbname, template=self.template)
+        if self.template != self.dbname:
+            common.fresh_database(self.dbname, template=self.template)
         with common.admin(dbname=self.dbname) as conn:
             config = json.dumps({"url": f"{self.sink.url}/webhook"})
             row = conn.execute(INSERT_PROVIDER, (config,)).fetchone()
@@ -305,19 +307,40 @@ class _OutboxTable(Subject):
 
 
 class OutboxWorker(_OutboxTable):
+    """``manage.py runworker --only outbox`` of this checkout, or of another (``tree``: the
+    code before a change, say), each on a database migrated by its own code."""
+
     key = "worker"
     label = "outbox (runworker)"
 
-    def __init__(self, sink: Sink, template: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        template: str,
+        extra_env: dict[str, str] | None = None,
+        tree: Path | None = None,
+    ) -> None:
         super().__init__(sink, template)
         self.extra_env = extra_env or {}
         self.port = 0
+        self.tree = tree
+        if tree is not None:
+            self.key = "compared"
+            self.label = f"outbox of {tree}"
+            self.dbname = common.run_name("bench_outbox_compared")
+
+    def prepare(self) -> None:
+        if self.tree is not None:  # its own schema, not a copy of this checkout's
+            common.migrated_database(self.dbname, tree=self.tree)
+            self.template = self.dbname
+        super().prepare()
 
     def spawn(self) -> None:
         self.port = common.free_port()
         env = outbox_env(self.dbname, self.port, **self.extra_env)
         args = [*common.worker_args(), "--only", "outbox"]
-        self.child = common.Child(args, env, label="runworker")
+        tree = self.tree or common.ROOT
+        self.child = common.Child(args, env, label="runworker", cwd=tree)
         wait_outbox_ready(self.child, self.port, timeout=60)
 
 
@@ -581,6 +604,93 @@ def machine_line() -> str:
     p50, p99 = commit_probe()
     return (f"machine now: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, "
             f"commit round trip p50 {p50:.2f} ms, p99 {p99:.2f} ms")  # fmt: skip
+
+
+def backend_cpu_seconds(dbname: str) -> float:
+    """CPU of the PostgreSQL backends connected to ``dbname`` now (their process titles name
+    the database): the subject's own connections and the benchmark's enqueuer."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info["cmdline"] or ())
+        if title.startswith("postgres:") and f" {dbname} " in f"{title} ":
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+# --- running the subjects ----------------------------------------------------------------------
+
+
+def make_subjects(
+    sink: Sink, template: str, args: argparse.Namespace, worker_env: dict[str, str] | None = None
+) -> dict[str, Subject]:
+    """Every subject of ``--subjects``, in table order; ``--compare`` adds another checkout."""
+    subjects: dict[str, Subject] = {"worker": OutboxWorker(sink, template, worker_env)}
+    if args.compare is not None:
+        subjects["compared"] = OutboxWorker(sink, template, worker_env, tree=args.compare)
+    subjects.update(
+        floor=NotifyLoop(sink, template),
+        procrastinate=Procrastinate(sink, template, args.procrastinate_concurrency),
+        poll=PollingLoop(sink, template),
+    )
+    return {name: s for name, s in subjects.items() if name in args.subjects | {"compared"}}
+
+
+def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--procrastinate-concurrency", type=int, default=10)
+    parser.add_argument("--subjects", default="worker,floor,procrastinate,poll",
+                        help="comma-separated: worker, floor, procrastinate, poll")  # fmt: skip
+    parser.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                        help="also measure the outbox of the checkout in DIR (its own schema), "
+                             "e.g. an export of the commit before a change")  # fmt: skip
+    parser.add_argument("--keep-databases", action="store_true")
+
+
+def subject_names(text: str) -> set[str]:
+    return {name.strip() for name in text.split(",") if name.strip()}
+
+
+async def run_subjects(
+    args: argparse.Namespace,
+    measure: Callable[[Subject, Sink], Awaitable[dict[str, Any]]],
+    report: Callable[[dict[str, dict[str, Any]]], None],
+    worker_env: dict[str, str] | None = None,
+) -> None:
+    """Measure each subject in turn (each started and stopped around its ``measure``), then
+    ``report`` every result; databases are dropped unless ``--keep-databases``."""
+    print(await asyncio.to_thread(machine_line), flush=True)
+    sink = Sink()
+    await sink.start()
+    template = await asyncio.to_thread(migrated_template)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for name, subject in make_subjects(sink, template, args, worker_env).items():
+            try:
+                print(f"[{subject.key}] starting ...", flush=True)
+                await subject.start()
+                results[name] = await measure(subject, sink)
+            except Unavailable as exc:
+                print(f"[{name}] n/a: {exc}", flush=True)
+                results[name] = {"label": subject.label, "unavailable": str(exc)}
+            except Exception as exc:
+                tail = subject.child.tail() if subject.child else ""
+                print(f"[{name}] failed: {exc!r}\n{tail}", flush=True)
+                results[name] = {"label": subject.label, "error": type(exc).__name__}
+            finally:
+                await subject.stop(args.keep_databases)
+        if sink.repeats or sink.unkeyed:
+            print(f"sink: {sink.repeats} repeated keys, {sink.unkeyed} requests without a key")
+        report(results)
+        print(await asyncio.to_thread(machine_line))
+    finally:
+        try:
+            await sink.close()
+        finally:
+            if not args.keep_databases:
+                await asyncio.to_thread(common.drop_database, template)
 
 
 # --- figures ---------------------------------------------------------------------------------

@@ -54,17 +54,13 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from bench import common
 from bench.outbox_common import (
     MachineLoad,
-    NotifyLoop,
-    OutboxWorker,
-    PollingLoop,
-    Procrastinate,
     Sink,
     Subject,
-    Unavailable,
+    add_subject_arguments,
     cell,
-    machine_line,
-    migrated_template,
     ms,
+    run_subjects,
+    subject_names,
 )
 
 WARM_UP = 20
@@ -180,8 +176,6 @@ async def poisson(
 
 
 async def measure(subject: Subject, sink: Sink, args: argparse.Namespace) -> dict[str, Any]:
-    print(f"[{subject.key}] starting ...", flush=True)
-    await subject.start()
     load = MachineLoad()
     tag = subject.key[:2]
     await sequential(subject, sink, WARM_UP, f"{tag}-w", args.timeout)
@@ -260,42 +254,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
 
 
 async def run(args: argparse.Namespace) -> None:
-    print(await asyncio.to_thread(machine_line), flush=True)
-    sink = Sink()
-    await sink.start()
-    template = await asyncio.to_thread(migrated_template)
-    subjects: dict[str, Subject] = {
-        "worker": OutboxWorker(sink, template),
-        "floor": NotifyLoop(sink, template),
-        "procrastinate": Procrastinate(sink, template, args.procrastinate_concurrency),
-        "poll": PollingLoop(sink, template),
-    }
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        for name, subject in subjects.items():
-            if name not in args.subjects:
-                continue
-            try:
-                results[name] = await measure(subject, sink, args)
-            except Unavailable as exc:
-                print(f"[{name}] n/a: {exc}", flush=True)
-                results[name] = {"label": subject.label, "unavailable": str(exc)}
-            except Exception as exc:
-                tail = subject.child.tail() if subject.child else ""
-                print(f"[{name}] failed: {exc!r}\n{tail}", flush=True)
-                results[name] = {"label": subject.label, "error": type(exc).__name__}
-            finally:
-                await subject.stop(args.keep_databases)
-        if sink.repeats or sink.unkeyed:
-            print(f"sink: {sink.repeats} repeated keys, {sink.unkeyed} requests without a key")
-        report(results, args)
-        print(await asyncio.to_thread(machine_line))
-    finally:
-        try:
-            await sink.close()
-        finally:
-            if not args.keep_databases:
-                await asyncio.to_thread(common.drop_database, template)
+    await run_subjects(
+        args, lambda subject, sink: measure(subject, sink, args), lambda r: report(r, args)
+    )
 
 
 def main() -> None:
@@ -308,17 +269,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=15.0, help="a delivery's time limit")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for one subject's sequential run; 180, quick 60")  # fmt: skip
-    parser.add_argument("--procrastinate-concurrency", type=int, default=10)
-    parser.add_argument("--subjects", default="worker,floor,procrastinate,poll",
-                        help="comma-separated: worker, floor, procrastinate, poll")  # fmt: skip
-    parser.add_argument("--keep-databases", action="store_true")
+    add_subject_arguments(parser)
     args = parser.parse_args()
     quick = args.quick
     args.sequential = args.sequential or (300 if quick else 1000)
     args.seconds = args.seconds or (10.0 if quick else 30.0)
     args.poll_sequential = args.poll_sequential or (5 if quick else 20)
     args.budget = args.budget or (60.0 if quick else 180.0)
-    args.subjects = {s.strip() for s in args.subjects.split(",") if s.strip()}
+    args.subjects = subject_names(args.subjects)
     asyncio.run(run(args))
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,17 +41,14 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from bench import common
 from bench.outbox_common import (
     MachineLoad,
-    NotifyLoop,
-    OutboxWorker,
-    PollingLoop,
-    Procrastinate,
     Sink,
     Subject,
-    Unavailable,
+    add_subject_arguments,
+    backend_cpu_seconds,
     cell,
-    machine_line,
-    migrated_template,
     ms,
+    run_subjects,
+    subject_names,
     warm_up,
 )
 
@@ -63,6 +61,8 @@ async def burst(subject: Subject, sink: Sink, count: int, patience: float) -> di
     connections_before = sink.connections
     load = MachineLoad()
     cpu0 = common.cpu_seconds(subject.pid)
+    db_cpu0 = backend_cpu_seconds(subject.dbname)
+    sink_cpu0 = time.process_time()
     started = time.perf_counter_ns()
     await subject.enqueue_many(prefix, count)
     committed = time.perf_counter_ns()
@@ -73,6 +73,8 @@ async def burst(subject: Subject, sink: Sink, count: int, patience: float) -> di
     done = time.perf_counter_ns()
     unfinished = await subject.unfinished()
     cpu = common.cpu_seconds(subject.pid) - cpu0
+    db_cpu = backend_cpu_seconds(subject.dbname) - db_cpu0
+    sink_cpu = time.process_time() - sink_cpu0
     times = sorted(at for key, at in sink.arrivals.items() if key.startswith(prefix))
     span = (done - committed) / 1e9
     first = times[0] if times else done
@@ -88,6 +90,8 @@ async def burst(subject: Subject, sink: Sink, count: int, patience: float) -> di
         "rate": count / span if finished else float("nan"),
         "drain_rate": count / ((done - first) / 1e9) if finished and times else float("nan"),
         "cpu_per_1000": 1000 * cpu / max(len(times), 1),
+        "db_cpu_per_1000": 1000 * db_cpu / max(len(times), 1),
+        "sink_cpu_per_1000": 1000 * sink_cpu / max(len(times), 1),
         "cpu_pct": 100 * cpu / span,
         "machine": load.finish(),
         "connections": sink.connections - connections_before,
@@ -95,14 +99,18 @@ async def burst(subject: Subject, sink: Sink, count: int, patience: float) -> di
 
 
 async def measure(subject: Subject, sink: Sink, args: argparse.Namespace) -> dict[str, Any]:
-    print(f"[{subject.key}] starting ...", flush=True)
-    await subject.start()
     warmed = await warm_up(subject, sink)
     print(f"[{subject.label}] warmed up ({warmed}/20); {args.count:,} at once ...", flush=True)
     result = await burst(subject, sink, args.count, args.patience)
     batches = await subject.batches(f"{subject.key}-burst-")
     result.update(label=subject.label, statuses=await subject.statuses(), batches=batches)
     return result
+
+
+def cores_at_goal(result: dict[str, Any]) -> str:
+    """The cores the worker, its backends and the sink would keep busy at the goal's rate."""
+    per_1000 = result["cpu_per_1000"] + result["db_cpu_per_1000"] + result["sink_cpu_per_1000"]
+    return f"{per_1000 * GOAL / 1000:.2f} of {os.cpu_count()}"
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
@@ -140,6 +148,11 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         row("claims / result writes (rows per claim)", batches),
         row("new HTTP connections at the sink", lambda r: f"{r['connections']:,}"),
         row("worker CPU-seconds per 1,000 sent", lambda r: f"{r['cpu_per_1000']:.3f}"),
+        row("  its PostgreSQL backends, per 1,000", lambda r: f"{r['db_cpu_per_1000']:.3f}"),
+        row("  the sink (this process), per 1,000", lambda r: f"{r['sink_cpu_per_1000']:.3f}"),
+        row(f"  all three: cores busy at {GOAL:,.0f}/s", cores_at_goal),
+        row("the worker's ceiling on one core (/s)",
+            lambda r: rate(1000 / max(r["cpu_per_1000"], 1e-9))),
         row("worker CPU % of a core", lambda r: f"{r['cpu_pct']:.0f}"),
         row("machine CPU %: busy / others / steal",
             lambda r: f"{r['machine']['busy']:.0f} / {r['machine']['others']:.0f} / "
@@ -155,42 +168,12 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
 
 
 async def run(args: argparse.Namespace) -> None:
-    print(await asyncio.to_thread(machine_line), flush=True)
-    sink = Sink()
-    await sink.start()
-    template = await asyncio.to_thread(migrated_template)
-    subjects: dict[str, Subject] = {
-        "worker": OutboxWorker(sink, template, dict(args.worker_env)),
-        "floor": NotifyLoop(sink, template),
-        "procrastinate": Procrastinate(sink, template, args.procrastinate_concurrency),
-        "poll": PollingLoop(sink, template),
-    }
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        for name, subject in subjects.items():
-            if name not in args.subjects:
-                continue
-            try:
-                results[name] = await measure(subject, sink, args)
-            except Unavailable as exc:
-                print(f"[{name}] n/a: {exc}", flush=True)
-                results[name] = {"label": subject.label, "unavailable": str(exc)}
-            except Exception as exc:
-                tail = subject.child.tail() if subject.child else ""
-                print(f"[{name}] failed: {exc!r}\n{tail}", flush=True)
-                results[name] = {"label": subject.label, "error": type(exc).__name__}
-            finally:
-                await subject.stop(args.keep_databases)
-        if sink.repeats or sink.unkeyed:
-            print(f"sink: {sink.repeats} repeated keys, {sink.unkeyed} requests without a key")
-        report(results, args)
-        print(await asyncio.to_thread(machine_line))
-    finally:
-        try:
-            await sink.close()
-        finally:
-            if not args.keep_databases:
-                await asyncio.to_thread(common.drop_database, template)
+    await run_subjects(
+        args,
+        lambda subject, sink: measure(subject, sink, args),
+        lambda results: report(results, args),
+        dict(args.worker_env),
+    )
 
 
 def env_pair(text: str) -> tuple[str, str]:
@@ -205,16 +188,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 deliveries")
     parser.add_argument("--count", type=int, default=None, help="deliveries; default 10,000")
     parser.add_argument("--patience", type=float, default=None, help="seconds per subject")
-    parser.add_argument("--procrastinate-concurrency", type=int, default=10)
     parser.add_argument("--worker-env", type=env_pair, action="append", default=[],
                         help="e.g. OUTBOX_CONCURRENCY=100 (repeatable)")  # fmt: skip
-    parser.add_argument("--subjects", default="worker,floor,procrastinate,poll",
-                        help="comma-separated: worker, floor, procrastinate, poll")  # fmt: skip
-    parser.add_argument("--keep-databases", action="store_true")
+    add_subject_arguments(parser)
     args = parser.parse_args()
     args.count = args.count or (2000 if args.quick else 10000)
     args.patience = args.patience or 30.0 + args.count / 100
-    args.subjects = {s.strip() for s in args.subjects.split(",") if s.strip()}
+    args.subjects = subject_names(args.subjects)
     asyncio.run(run(args))
 
 

@@ -25,5 +25,6 @@ class NotificationsConfig(AppConfig):
             http_timeout=settings.OUTBOX_HTTP_TIMEOUT,
             allow_loopback=settings.OUTBOX_ALLOW_LOOPBACK,
             block_private=settings.OUTBOX_BLOCK_PRIVATE,
+            synchronous_commit=settings.OUTBOX_SYNCHRONOUS_COMMIT,
         )
         return [OutboxComponent(ctx.clock, ctx.worker_id, ctx.listener.subscribe, outbox)]

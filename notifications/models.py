@@ -138,7 +138,9 @@ class NotificationDelivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error_code = models.CharField(max_length=64, blank=True)
     last_error_message = models.TextField(blank=True)
-    idempotency_key = models.CharField(max_length=200, unique=True, default=new_idempotency_key)
+    # Unique by a constraint, not unique=True: that would add a second (LIKE) index that
+    # nothing uses and every claim and result write would have to update.
+    idempotency_key = models.CharField(max_length=200, default=new_idempotency_key)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -157,7 +159,16 @@ class NotificationDelivery(models.Model):
                 name="delivery_sending_lease",
                 condition=models.Q(status="sending"),
             ),
-            models.Index(fields=["status", "updated_at"], name="delivery_status_updated"),
+            # Retention cleanup of finished rows. Partial, so claims (pending -> sending) leave
+            # it alone; and the worker's queries find no other index on status to misuse.
+            models.Index(
+                fields=["updated_at"],
+                name="delivery_finished_updated",
+                condition=models.Q(status__in=["sent", "dead"]),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="delivery_idempotency_key"),
         ]
 
     def __str__(self) -> str:
@@ -170,11 +181,20 @@ class NotificationLog(models.Model):
         RETRY = "retry"
         DEAD = "dead"
 
+    # No foreign-key constraints in the database (db_constraint=False; Django still cascades
+    # and nulls on delete): the worker writes these rows in the statement that updates their
+    # delivery, so they cannot dangle, and the constraint checks cost more than the insert
+    # (two lookups per row, planned once per connection: planned on an empty table, they
+    # scanned the whole table for every row later).
     delivery = models.ForeignKey(
-        NotificationDelivery, on_delete=models.CASCADE, related_name="logs"
+        NotificationDelivery, on_delete=models.CASCADE, related_name="logs", db_constraint=False
     )
     provider = models.ForeignKey(
-        NotificationProvider, null=True, on_delete=models.SET_NULL, related_name="logs"
+        NotificationProvider,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="logs",
+        db_constraint=False,
     )
     attempt = models.PositiveIntegerField()
     outcome = models.CharField(max_length=16, choices=Outcome.choices)

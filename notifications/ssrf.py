@@ -13,6 +13,7 @@ Three layers, all needed:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -95,13 +96,26 @@ def check_url(url: str | URL, policy: AddressPolicy | None = None) -> None:
         raise BlockedURL(f"scheme {parsed.scheme!r} is not allowed; use http or https")
     if not host:
         raise BlockedURL("URL has no host")
+    problem = _host_problem(host, policy)
+    if problem is not None:
+        raise BlockedURL(problem)
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_problem(host: str, policy: AddressPolicy | None) -> str | None:
+    """Why ``host`` is refused under ``policy``, or None; a pure function of both, so cached
+    (the session's guard checks every request, and ipaddress parsing is not cheap)."""
     if any(char.isspace() or ord(char) < 32 for char in host):
-        raise BlockedURL("host contains whitespace or control characters")
-    literal = _literal_ip(host)
+        return "host contains whitespace or control characters"
+    try:
+        literal = _literal_ip(host)
+    except BlockedURL as exc:
+        return exc.reason
     if policy is not None and literal is not None:
         reason = policy.block_reason(literal)
         if reason:
-            raise BlockedURL(f"{host}: {reason}")
+            return f"{host}: {reason}"
+    return None
 
 
 class GuardedResolver(AbstractResolver):

@@ -199,6 +199,10 @@ OUTBOX_HTTP_TIMEOUT = _config(
 # private ranges are allowed (a home network's Home Assistant) unless blocked.
 OUTBOX_ALLOW_LOOPBACK = _config(parse_bool, env.get("OUTBOX_ALLOW_LOOPBACK"), default=False)
 OUTBOX_BLOCK_PRIVATE = _config(parse_bool, env.get("OUTBOX_BLOCK_PRIVATE"), default=False)
+# Claims and results commit without waiting for the WAL flush unless this is on: a PostgreSQL
+# crash may then forget the last moment's claims and results, so those rows are sent again
+# (delivery is at-least-once with an idempotency key anyway).
+OUTBOX_SYNCHRONOUS_COMMIT = _config(parse_bool, env.get("OUTBOX_SYNCHRONOUS_COMMIT"), default=False)
 
 # --- Logging ------------------------------------------------------------------------------
 LOG_LEVEL = env.get("LOG_LEVEL", "INFO").upper()

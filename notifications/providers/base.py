@@ -1,15 +1,20 @@
-"""What every provider shares: the message, the result, the protocol, validation and sending.
+"""What every provider shares: the message, the result, the base class, validation, sending.
 
-A provider's ``send`` never raises for HTTP answers or network errors: it returns a
-``SendResult`` whose ``failure`` the dispatcher turns into "retry later" or "dead now".
+A provider says how its config is validated (``validate``) and which request a message becomes
+(``build``); ``Provider.send`` is the same for all: validate (unless the caller did: the
+dispatcher validates each provider's config once, not once per delivery), build, send,
+interpret. Sending never raises for HTTP
+answers or network errors: it returns a ``SendResult`` whose ``failure`` the dispatcher turns
+into "retry later" or "dead now".
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -47,11 +52,40 @@ class SendResult:
     detail: str
 
 
-class Provider(Protocol):
-    type: str
-    secret_fields: tuple[str, ...]
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """The one HTTP request a provider sends for a message."""
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors: ...
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    json: Any = None
+    data: Any = None
+    # A failure hidden in a 2xx answer (Slack's ``ok: false``); None when the status says all.
+    interpret: Interpret | None = None
+
+
+class Provider(ABC):
+    """One notification service: its config's validation and the request a message becomes."""
+
+    type: ClassVar[str]
+    secret_fields: ClassVar[tuple[str, ...]]
+
+    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
+        """Field name -> error for the plain (decrypted) config; empty when it is usable."""
+        if (errors := not_a_mapping(config)) is not None:
+            return errors
+        errors = {}
+        self.check_fields(config, errors)
+        return errors
+
+    @abstractmethod
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
+        """Record at most one error per unusable field of ``config`` in ``errors``."""
+
+    @abstractmethod
+    def build(self, config: Mapping[str, Any], message: Message) -> Outgoing | SendResult:
+        """The request for ``message`` under a valid ``config``, or the failure that stops it."""
 
     async def send(
         self,
@@ -59,7 +93,20 @@ class Provider(Protocol):
         config: Mapping[str, Any],
         message: Message,
         now: datetime,
-    ) -> SendResult: ...
+        *,
+        validated: bool = False,
+    ) -> SendResult:
+        """Send ``message``; an invalid config is a permanent failure and sends nothing.
+
+        ``validated``: the caller has had ``config`` accepted by ``validate`` already (the
+        dispatcher does once per provider version), so it is not validated again.
+        """
+        if not validated and (errors := self.validate(config)):
+            return invalid(errors)
+        outgoing = self.build(config, message)
+        if isinstance(outgoing, SendResult):
+            return outgoing
+        return await request(session, outgoing, now=now)
 
 
 def failure_from_exception(exc: BaseException) -> Failure:
@@ -86,30 +133,27 @@ def base_headers(message: Message) -> dict[str, str]:
 
 
 async def request(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    now: datetime,
-    headers: Mapping[str, str],
-    json: Any = None,
-    data: Any = None,
-    interpret: Interpret | None = None,
+    session: aiohttp.ClientSession, outgoing: Outgoing, *, now: datetime
 ) -> SendResult:
     """Send one request and interpret the answer; network errors become failures too."""
     try:
         # Redirects are not followed: a moved endpoint is a config change, and each hop would be
         # another destination (the session's guard would check it, but a 3xx is clearer).
         async with session.request(
-            method, url, headers=headers, json=json, data=data, allow_redirects=False
+            outgoing.method,
+            outgoing.url,
+            headers=outgoing.headers,
+            json=outgoing.json,
+            data=outgoing.data,
+            allow_redirects=False,
         ) as response:
             body = await read_capped(response)
             status, answer_headers = response.status, response.headers
     except Exception as exc:
         return failed(failure_from_exception(exc))
     failure = classify_status(status, body.decode("utf-8", "replace"), answer_headers, now)
-    if failure is None and interpret is not None:
-        failure = interpret(status, body, answer_headers, now)
+    if failure is None and outgoing.interpret is not None:
+        failure = outgoing.interpret(status, body, answer_headers, now)
     if failure is not None:
         return failed(failure, status)
     return SendResult(ok=True, status=status, failure=None, detail=f"HTTP {status}")

@@ -7,20 +7,15 @@ Config: ``url`` (secret: the URL embeds the webhook's token), ``mode`` content|e
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
-
-import aiohttp
 
 from notifications.providers.base import (
     ConfigErrors,
     Message,
-    SendResult,
+    Outgoing,
+    Provider,
     base_headers,
     choice_field,
-    invalid,
-    not_a_mapping,
-    request,
     text_field,
     url_field,
 )
@@ -32,36 +27,18 @@ MAX_EMBED_TITLE = 256
 MAX_EMBED_DESCRIPTION = 4096
 
 
-class DiscordProvider:
+class DiscordProvider(Provider):
     type = "discord"
     secret_fields = ("url",)
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         url_field(config, "url", errors, required=True)
         choice_field(config, "mode", MODES, errors)
         text_field(config, "username", errors, required=False)
-        return errors
 
-    async def send(
-        self,
-        session: aiohttp.ClientSession,
-        config: Mapping[str, Any],
-        message: Message,
-        now: datetime,
-    ) -> SendResult:
-        if errors := self.validate(config):
-            return invalid(errors)
-        return await request(
-            session,
-            "POST",
-            config["url"].strip(),
-            now=now,
-            headers=base_headers(message),
-            json=payload(config, message),
-        )
+    def build(self, config: Mapping[str, Any], message: Message) -> Outgoing:
+        url = config["url"].strip()
+        return Outgoing("POST", url, base_headers(message), json=payload(config, message))
 
 
 def payload(config: Mapping[str, Any], message: Message) -> dict[str, Any]:

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
-
-import aiohttp
 
 from notifications.providers.base import (
     ConfigErrors,
     Message,
-    SendResult,
+    Outgoing,
+    Provider,
     base_headers,
-    invalid,
     join_url,
-    not_a_mapping,
-    request,
     text_field,
     url_field,
 )
@@ -31,14 +26,11 @@ from notifications.providers.base import (
 _SERVICE = re.compile(r"[a-z0-9_]+")
 
 
-class HomeAssistantProvider:
+class HomeAssistantProvider(Provider):
     type = "home_assistant"
     secret_fields = ("token",)
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         url_field(config, "base_url", errors, required=True)
         text_field(config, "token", errors, required=True)
         service = text_field(config, "service", errors, required=True)
@@ -47,30 +39,15 @@ class HomeAssistantProvider:
                 "Must be a notify service name such as mobile_app_pixel "
                 "(lowercase letters, digits and underscores)."
             )
-        return errors
 
-    async def send(
-        self,
-        session: aiohttp.ClientSession,
-        config: Mapping[str, Any],
-        message: Message,
-        now: datetime,
-    ) -> SendResult:
-        if errors := self.validate(config):
-            return invalid(errors)
+    def build(self, config: Mapping[str, Any], message: Message) -> Outgoing:
         service = service_name(config["service"])
         headers = {"Authorization": f"Bearer {config['token'].strip()}", **base_headers(message)}
         body: dict[str, Any] = {"message": message.message, "data": dict(message.data)}
         if message.title:
             body["title"] = message.title
-        return await request(
-            session,
-            "POST",
-            join_url(config["base_url"].strip(), f"api/services/notify/{service}"),
-            now=now,
-            headers=headers,
-            json=body,
-        )
+        url = join_url(config["base_url"].strip(), f"api/services/notify/{service}")
+        return Outgoing("POST", url, headers, json=body)
 
 
 def service_name(configured: str) -> str:

@@ -8,21 +8,16 @@ The delivery's idempotency key is sent as the push ``guid``, Pushbullet's client
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
-
-import aiohttp
 
 from notifications.providers.base import (
     ConfigErrors,
     Message,
-    SendResult,
+    Outgoing,
+    Provider,
     base_headers,
     choice_field,
-    invalid,
     join_url,
-    not_a_mapping,
-    request,
     text_field,
     url_field,
 )
@@ -31,40 +26,22 @@ DEFAULT_BASE_URL = "https://api.pushbullet.com"
 PUSH_TYPES = ("note", "link")
 
 
-class PushbulletProvider:
+class PushbulletProvider(Provider):
     type = "pushbullet"
     secret_fields = ("token",)
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         text_field(config, "token", errors, required=True)
         push_type = choice_field(config, "type", PUSH_TYPES, errors)
         url_field(config, "url", errors, required=push_type == "link")
         text_field(config, "device_iden", errors, required=False)
         url_field(config, "base_url", errors, required=False)
-        return errors
 
-    async def send(
-        self,
-        session: aiohttp.ClientSession,
-        config: Mapping[str, Any],
-        message: Message,
-        now: datetime,
-    ) -> SendResult:
-        if errors := self.validate(config):
-            return invalid(errors)
+    def build(self, config: Mapping[str, Any], message: Message) -> Outgoing:
         base = (config.get("base_url") or DEFAULT_BASE_URL).strip()
         headers = {"Access-Token": config["token"].strip(), **base_headers(message)}
-        return await request(
-            session,
-            "POST",
-            join_url(base, "v2/pushes"),
-            now=now,
-            headers=headers,
-            json=payload(config, message),
-        )
+        url = join_url(base, "v2/pushes")
+        return Outgoing("POST", url, headers, json=payload(config, message))
 
 
 def payload(config: Mapping[str, Any], message: Message) -> dict[str, Any]:

@@ -13,19 +13,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 from multidict import CIMultiDictProxy
 
 from notifications.policy import RATE_LIMITED, Failure, parse_retry_after
 from notifications.providers.base import (
     ConfigErrors,
     Message,
-    SendResult,
+    Outgoing,
+    Provider,
     base_headers,
-    invalid,
     join_url,
-    not_a_mapping,
-    request,
     text_field,
     url_field,
 )
@@ -37,41 +34,22 @@ _SLACK_OUTAGE = frozenset(
 )
 
 
-class SlackProvider:
+class SlackProvider(Provider):
     type = "slack"
     secret_fields = ("token",)
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         text_field(config, "token", errors, required=True)
         text_field(config, "channel", errors, required=True)
         url_field(config, "base_url", errors, required=False)
-        return errors
 
-    async def send(
-        self,
-        session: aiohttp.ClientSession,
-        config: Mapping[str, Any],
-        message: Message,
-        now: datetime,
-    ) -> SendResult:
-        if errors := self.validate(config):
-            return invalid(errors)
+    def build(self, config: Mapping[str, Any], message: Message) -> Outgoing:
         base = (config.get("base_url") or DEFAULT_BASE_URL).strip()
         headers = {"Authorization": f"Bearer {config['token'].strip()}", **base_headers(message)}
         text = f"*{message.title}*\n{message.message}" if message.title else message.message
         payload = {"channel": config["channel"].strip(), "text": text}
-        return await request(
-            session,
-            "POST",
-            join_url(base, "chat.postMessage"),
-            now=now,
-            headers=headers,
-            json=payload,
-            interpret=interpret_answer,
-        )
+        url = join_url(base, "chat.postMessage")
+        return Outgoing("POST", url, headers, json=payload, interpret=interpret_answer)
 
 
 def interpret_answer(

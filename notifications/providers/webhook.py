@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from string import Formatter
 from typing import Any
 
@@ -23,13 +22,12 @@ from notifications.policy import Failure, PermanentError
 from notifications.providers.base import (
     ConfigErrors,
     Message,
+    Outgoing,
+    Provider,
     SendResult,
     base_headers,
     choice_field,
     failed,
-    invalid,
-    not_a_mapping,
-    request,
     text_field,
     url_field,
 )
@@ -50,43 +48,29 @@ class TemplateError(PermanentError):
     code = "template_error"
 
 
-class WebhookProvider:
+class WebhookProvider(Provider):
     type = "webhook"
     # The URL stays visible (it identifies the receiver); credentials do not.
     secret_fields = ("token", "password", "header_value")
 
-    def validate(self, config: Mapping[str, Any]) -> ConfigErrors:
-        if (errors := not_a_mapping(config)) is not None:
-            return errors
-        errors = {}
+    def check_fields(self, config: Mapping[str, Any], errors: ConfigErrors) -> None:
         url_field(config, "url", errors, required=True)
         choice_field(config, "method", METHODS, errors)
         choice_field(config, "format", FORMATS, errors)
         _validate_auth(config, errors)
         _validate_headers(config.get("headers"), errors)
         _validate_template(config.get("body_template"), errors)
-        return errors
 
-    async def send(
-        self,
-        session: aiohttp.ClientSession,
-        config: Mapping[str, Any],
-        message: Message,
-        now: datetime,
-    ) -> SendResult:
-        if errors := self.validate(config):
-            return invalid(errors)
+    def build(self, config: Mapping[str, Any], message: Message) -> Outgoing | SendResult:
         as_json = (config.get("format") or "json") == "json"
         try:
             body = _body(config.get("body_template"), message, as_json=as_json)
         except TemplateError as exc:
             return failed(Failure("permanent", exc.code, str(exc)))
-        return await request(
-            session,
+        return Outgoing(
             (config.get("method") or "POST").strip(),
             config["url"].strip(),
-            now=now,
-            headers=_headers(config, message),
+            _headers(config, message),
             json=body if as_json else None,
             data=None if as_json else body,
         )

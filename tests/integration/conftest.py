@@ -12,6 +12,7 @@ from services.cron import CronComponent
 from services.dbthread import AsyncStore
 from services.execution import Executor
 from services.registry import Registry, bind_time_zone
+from tests.integration.outbox_support import outbox  # noqa: F401  (a fixture)
 
 START = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,366 +32,338 @@ def runs_of(name: str) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-async def query(stores: list[AsyncStore], fn: Callable[..., Any], *args: Any) -> Any:
-    if not stores:
-        stores.append(AsyncStore())
-    return await stores[0].call(fn, *args)
+@dataclass
+class CronBed:
+    """What each cron test sets up: a registry, components built over it (one per simulated
+    worker, each with its own store), the fake clock, and ORM calls on a store's thread."""
+
+    reg: Registry
+    clock: FakeClock
+    running: Running
+    make_cron: Callable[..., CronComponent]
+    stores: list[AsyncStore]
+
+    def cron(self, **kw: Any) -> CronComponent:
+        return self.make_cron(self.reg, **kw)
+
+    async def query(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if not self.stores:
+            self.stores.append(AsyncStore())
+        return await self.stores[0].call(fn, *args)
+
+    async def runs(self, name: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self.query(runs_of, name)
+        return rows
+
+    async def last_slot(self, name: str, slot: datetime, paused: bool = False) -> None:
+        """Make ``name``'s job exist with ``slot`` as the last one it ran."""
+        await self.query(_job_last_slot, name, slot, paused)
 
 
-async def test_every_fires_each_slot_once_with_its_slot_time(
+@pytest.fixture
+def bed(
     make_cron: Callable[..., CronComponent],
     clock: FakeClock,
     running: Running,
     stores: list[AsyncStore],
-) -> None:
-    reg = Registry()
+) -> CronBed:
+    return CronBed(Registry(), clock, running, make_cron, stores)
+
+
+async def test_every_fires_each_slot_once_with_its_slot_time(bed: CronBed) -> None:
     seen: list[datetime] = []
 
-    @task(Every(10), into=reg)
+    @task(Every(10), into=bed.reg)
     async def ten_seconds(slot: datetime) -> str:
         seen.append(slot)
         return slot.isoformat()
 
-    cron = make_cron(reg)
-    running.start(cron)
+    cron = bed.cron()
+    bed.running.start(cron)
     await cron.wait_launched(0)
     for n in range(1, 4):
-        await _until_sleeping(clock)
-        clock.advance(10)
+        await _until_sleeping(bed.clock)
+        bed.clock.advance(10)
         await cron.wait_launched(n)
         await cron.wait_idle()
     assert seen == [START + timedelta(seconds=10 * n) for n in range(1, 4)]
-    rows = await query(stores, runs_of, "ten_seconds")
+    rows = await bed.runs("ten_seconds")
     assert [(r["status"], r["source"], r["result"]) for r in rows] == [
         ("success", "scheduled", s.isoformat()) for s in seen
     ]
 
 
-async def test_two_workers_never_run_a_slot_twice(
-    make_cron: Callable[..., CronComponent],
-    clock: FakeClock,
-    running: Running,
-    stores: list[AsyncStore],
-) -> None:
-    reg = Registry()
+async def test_two_workers_never_run_a_slot_twice(bed: CronBed) -> None:
     calls: list[datetime] = []
 
-    @task(Every(1), into=reg)
+    @task(Every(1), into=bed.reg)
     def every_second(slot: datetime) -> None:
         calls.append(slot)
 
-    crons = [make_cron(reg, worker=f"w{i}") for i in range(2)]
+    crons = [bed.cron(worker=f"w{i}") for i in range(2)]
     for cron in crons:
-        running.start(cron)
+        bed.running.start(cron)
     for n in range(1, 21):
-        await _until_sleeping(clock, sleepers=2)
-        clock.advance(1)
+        await _until_sleeping(bed.clock, sleepers=2)
+        bed.clock.advance(1)
         await asyncio.gather(*(c.wait_launched(n) for c in crons))
         await asyncio.gather(*(c.wait_idle() for c in crons))
-    rows = await query(stores, runs_of, "every_second")
+    rows = await bed.runs("every_second")
     assert len(calls) == len(set(calls)) == len(rows) == 20
     assert {r["worker_id"] for r in rows} <= {"w0", "w1"}
 
 
-async def test_catch_up_runs_the_latest_missed_slot_once(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
-) -> None:
-    reg = Registry()
+async def test_catch_up_runs_the_latest_missed_slot_once(bed: CronBed) -> None:
 
-    @task(Every(3600), into=reg, catch_up_grace=6 * 3600)
+    @task(Every(3600), into=bed.reg, catch_up_grace=6 * 3600)
     def hourly(slot: datetime) -> str:
         return slot.isoformat()
 
-    await query(stores, _job_last_slot, "hourly", START - timedelta(hours=5))  # down for 5 h
-    cron = make_cron(reg)
+    await bed.last_slot("hourly", START - timedelta(hours=5))  # down for 5 h
+    cron = bed.cron()
     stopping = asyncio.Event()
     outcomes = await cron.run_once(stopping)
     assert [o.status for o in outcomes if o] == ["success"]
-    rows = await query(stores, runs_of, "hourly")
+    rows = await bed.runs("hourly")
     assert [(r["slot"], r["source"]) for r in rows] == [(START, "scheduled")]
 
 
-async def test_catch_up_on_start_is_marked_and_respects_grace(
-    make_cron: Callable[..., CronComponent],
-    clock: FakeClock,
-    running: Running,
-    stores: list[AsyncStore],
-) -> None:
-    reg = Registry()
+async def test_catch_up_on_start_is_marked_and_respects_grace(bed: CronBed) -> None:
 
-    @task(Every(3600), into=reg, catch_up_grace=1800)
+    @task(Every(3600), into=bed.reg, catch_up_grace=1800)
     def within_grace() -> None: ...
 
-    @task(Every(7200), into=reg, catch_up_grace=1800)
+    @task(Every(7200), into=bed.reg, catch_up_grace=1800)
     def beyond_grace() -> None: ...
 
-    clock.advance(600)  # the last hourly slot (12:00) is 10 min old; the 2-hourly one too
-    clock.advance(3600)  # now 13:10: 13:00 is 10 min old, 12:00 (2-hourly) 70 min old
-    await query(stores, _job_last_slot, "within_grace", START - timedelta(hours=3))
-    await query(stores, _job_last_slot, "beyond_grace", START - timedelta(hours=3))
-    cron = make_cron(reg)
-    running.start(cron)
+    bed.clock.advance(600)  # the last hourly slot (12:00) is 10 min old; the 2-hourly one too
+    bed.clock.advance(3600)  # now 13:10: 13:00 is 10 min old, 12:00 (2-hourly) 70 min old
+    await bed.last_slot("within_grace", START - timedelta(hours=3))
+    await bed.last_slot("beyond_grace", START - timedelta(hours=3))
+    cron = bed.cron()
+    bed.running.start(cron)
     await cron.wait_launched(1)
     await cron.wait_idle()
-    rows = await query(stores, runs_of, "within_grace")
+    rows = await bed.runs("within_grace")
     assert [(r["slot"], r["source"]) for r in rows] == [(START + timedelta(hours=1), "catch_up")]
-    assert await query(stores, runs_of, "beyond_grace") == []
+    assert await bed.runs("beyond_grace") == []
 
 
-async def test_new_job_does_not_catch_up_slots_from_before_it_existed(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
-) -> None:
-    reg = Registry()
+async def test_new_job_does_not_catch_up_slots_from_before_it_existed(bed: CronBed) -> None:
 
-    @task(Every(60), into=reg)
+    @task(Every(60), into=bed.reg)
     def brand_new() -> None: ...
 
-    assert await make_cron(reg).run_once(asyncio.Event()) == []
+    assert await bed.cron().run_once(asyncio.Event()) == []
 
 
-async def test_overlapping_run_is_skipped_and_recorded(
-    make_cron: Callable[..., CronComponent],
-    clock: FakeClock,
-    running: Running,
-    stores: list[AsyncStore],
-) -> None:
-    reg = Registry()
+async def test_overlapping_run_is_skipped_and_recorded(bed: CronBed) -> None:
     release = asyncio.Event()
     started = asyncio.Event()
 
-    @task(Every(1), into=reg)
+    @task(Every(1), into=bed.reg)
     async def slow() -> None:
         started.set()
         await release.wait()
 
-    cron = make_cron(reg)
-    running.start(cron)
-    await _until_sleeping(clock)
-    clock.advance(1)
+    cron = bed.cron()
+    bed.running.start(cron)
+    await _until_sleeping(bed.clock)
+    bed.clock.advance(1)
     await started.wait()
     first = cron.in_flight()
-    await _until_sleeping(clock, sleepers=2)  # the loop and the lease renewer
-    clock.advance(1)
+    await _until_sleeping(bed.clock, sleepers=2)  # the loop and the lease renewer
+    bed.clock.advance(1)
     await cron.wait_launched(2)
     await asyncio.gather(*(cron.in_flight() - first))  # the second slot's claim: skipped
     release.set()
     await cron.wait_idle()
-    rows = await query(stores, runs_of, "slow")
+    rows = await bed.runs("slow")
     assert [r["status"] for r in rows] == ["success", "skipped"]
     assert "previous run still running" in rows[1]["error"]
 
 
 async def test_timeout_is_recorded_and_a_hung_sync_task_does_not_block_the_loop(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
+    bed: CronBed,
 ) -> None:
-    reg = Registry()
     hang = threading.Event()
 
-    @task(Every(60), into=reg, timeout=0.2)
+    @task(Every(60), into=bed.reg, timeout=0.2)
     def hung_sync() -> None:
         hang.wait(30)
 
-    @task(Every(60), into=reg, timeout=0.2)
+    @task(Every(60), into=bed.reg, timeout=0.2)
     async def hung_async() -> None:
         await asyncio.Event().wait()
 
-    await query(stores, _job_last_slot, "hung_sync", START - timedelta(minutes=1))
-    await query(stores, _job_last_slot, "hung_async", START - timedelta(minutes=1))
+    await bed.last_slot("hung_sync", START - timedelta(minutes=1))
+    await bed.last_slot("hung_async", START - timedelta(minutes=1))
     try:
-        outcomes = await make_cron(reg).run_once(asyncio.Event())
+        outcomes = await bed.cron().run_once(asyncio.Event())
     finally:
         hang.set()
     assert sorted(o.status for o in outcomes if o) == ["timeout", "timeout"]
     for name in ("hung_sync", "hung_async"):
-        [row] = await query(stores, runs_of, name)
+        [row] = await bed.runs(name)
         assert row["status"] == "timeout" and "timed out after 0.2s" in row["error"]
 
 
 async def test_retries_with_backoff_then_success(
-    make_cron: Callable[..., CronComponent],
-    clock: FakeClock,
-    stores: list[AsyncStore],
-    caplog: pytest.LogCaptureFixture,
+    bed: CronBed, caplog: pytest.LogCaptureFixture
 ) -> None:
-    reg = Registry()
     attempts: list[int] = []
 
-    @task(Every(60), into=reg, retries=3, retry_backoff=2, retry_backoff_cap=3)
+    @task(Every(60), into=bed.reg, retries=3, retry_backoff=2, retry_backoff_cap=3)
     def flaky() -> str:
         attempts.append(1)
         if len(attempts) < 3:
             raise ConnectionError(f"try {len(attempts)}")
         return "ok"
 
-    await query(stores, _job_last_slot, "flaky", START - timedelta(minutes=1))
-    cron = make_cron(reg)
+    await bed.last_slot("flaky", START - timedelta(minutes=1))
+    cron = bed.cron()
     caplog.set_level(logging.INFO)
     run = asyncio.create_task(cron.run_once(asyncio.Event()))
     for _ in range(2):
-        await _until_sleeping(clock, sleepers=2)  # the lease renewer and the retry backoff
-        clock.advance(3)
+        await _until_sleeping(bed.clock, sleepers=2)  # the lease renewer and the retry backoff
+        bed.clock.advance(3)
     [outcome] = await run
     assert outcome is not None and (outcome.status, outcome.attempts) == ("success", 3)
     delays = [
         getattr(r, "delay", None) for r in caplog.records if getattr(r, "event", "") == "task.retry"
     ]
     assert delays == [2, 3]  # 2 s, then 4 s capped at 3 s
-    [row] = await query(stores, runs_of, "flaky")
+    [row] = await bed.runs("flaky")
     assert (row["status"], row["attempt"], row["result"]) == ("success", 3, "ok")
 
 
-async def test_retries_exhausted_record_failure_with_traceback(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
-) -> None:
-    reg = Registry()
+async def test_retries_exhausted_record_failure_with_traceback(bed: CronBed) -> None:
 
-    @task(Every(60), into=reg, retries=1, retry_backoff=1)
+    @task(Every(60), into=bed.reg, retries=1, retry_backoff=1)
     def broken() -> None:
         raise ValueError("bad data in row 7")
 
-    await query(stores, _job_last_slot, "broken", START - timedelta(minutes=1))
-    run = asyncio.create_task(make_cron(reg).run_once(asyncio.Event()))
-    await _until_sleeping(clock, sleepers=2)  # the lease renewer and the retry backoff
-    clock.advance(1)
+    await bed.last_slot("broken", START - timedelta(minutes=1))
+    run = asyncio.create_task(bed.cron().run_once(asyncio.Event()))
+    await _until_sleeping(bed.clock, sleepers=2)  # the lease renewer and the retry backoff
+    bed.clock.advance(1)
     await run
-    [row] = await query(stores, runs_of, "broken")
+    [row] = await bed.runs("broken")
     assert (row["status"], row["attempt"]) == ("failure", 2)
     assert row["error"] == "ValueError: bad data in row 7"
     assert "Traceback" in row["traceback"] and "bad data in row 7" in row["traceback"]
 
 
-async def test_paused_job_does_not_run(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
-) -> None:
-    reg = Registry()
+async def test_paused_job_does_not_run(bed: CronBed) -> None:
 
-    @task(Every(60), into=reg)
+    @task(Every(60), into=bed.reg)
     def pausable() -> None: ...
 
-    await query(stores, _job_last_slot, "pausable", START - timedelta(minutes=1), True)
-    assert await make_cron(reg).run_once(asyncio.Event()) == [None]
-    assert await query(stores, runs_of, "pausable") == []
+    await bed.last_slot("pausable", START - timedelta(minutes=1), True)
+    assert await bed.cron().run_once(asyncio.Event()) == [None]
+    assert await bed.runs("pausable") == []
 
 
-async def test_enabled_when_false_skips_without_a_row(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
-) -> None:
-    reg = Registry()
+async def test_enabled_when_false_skips_without_a_row(bed: CronBed) -> None:
 
-    @task(Every(60), into=reg, enabled_when=lambda: False)
+    @task(Every(60), into=bed.reg, enabled_when=lambda: False)
     def not_configured() -> None: ...
 
-    await query(stores, _job_last_slot, "not_configured", START - timedelta(minutes=1))
-    assert await make_cron(reg).run_once(asyncio.Event()) == [None]
-    assert await query(stores, runs_of, "not_configured") == []
+    await bed.last_slot("not_configured", START - timedelta(minutes=1))
+    assert await bed.cron().run_once(asyncio.Event()) == [None]
+    assert await bed.runs("not_configured") == []
 
 
-async def test_abandoned_run_is_closed_and_the_next_slot_runs(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
-) -> None:
-    reg = Registry()
+async def test_abandoned_run_is_closed_and_the_next_slot_runs(bed: CronBed) -> None:
 
-    @task(Every(60), into=reg)
+    @task(Every(60), into=bed.reg)
     def survivor() -> None: ...
 
-    await query(stores, _job_last_slot, "survivor", START - timedelta(minutes=2))
-    await query(
-        stores,
+    await bed.last_slot("survivor", START - timedelta(minutes=2))
+    await bed.query(
         _abandoned_run,
         "survivor",
         START - timedelta(minutes=2),
         START - timedelta(seconds=1),
     )
-    outcomes = await make_cron(reg).run_once(asyncio.Event())
+    outcomes = await bed.cron().run_once(asyncio.Event())
     assert [o.status for o in outcomes if o] == ["success"]
-    rows = await query(stores, runs_of, "survivor")
+    rows = await bed.runs("survivor")
     assert [r["status"] for r in rows] == ["failure", "success"]
     assert rows[0]["error"].startswith("abandoned")
 
 
-async def test_run_now_request_is_delivered_by_notify(
-    make_cron: Callable[..., CronComponent],
-    clock: FakeClock,
-    running: Running,
-    stores: list[AsyncStore],
-) -> None:
+async def test_run_now_request_is_delivered_by_notify(bed: CronBed) -> None:
     from services.listener import Listener
 
-    reg = Registry()
     ran = asyncio.Event()
 
-    @task(Every(86400), into=reg)
+    @task(Every(86400), into=bed.reg)
     async def on_demand() -> None:
         ran.set()
 
     listener = Listener(backoff_base=0.01)
-    cron = make_cron(reg, subscribe=listener.subscribe)
+    cron = bed.cron(subscribe=listener.subscribe)
     listen_stop = asyncio.Event()
     listening = asyncio.create_task(listener.run(listen_stop))
-    running.start(cron)
+    bed.running.start(cron)
     try:
         await asyncio.wait_for(listener.ready.wait(), 5)
-        await _until_sleeping(clock)
-        await query(stores, _request_run, "on_demand")
+        await _until_sleeping(bed.clock)
+        await bed.query(_request_run, "on_demand")
         async with asyncio.timeout(5):
             await ran.wait()
         await cron.wait_idle()
     finally:
         listen_stop.set()
         await listening
-    [row] = await query(stores, runs_of, "on_demand")
+    [row] = await bed.runs("on_demand")
     assert (row["source"], row["status"], row["slot"]) == ("manual", "success", None)
 
 
-async def test_stop_waits_for_a_running_task_and_leaves_nothing_running(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
-) -> None:
+async def test_stop_waits_for_a_running_task_and_leaves_nothing_running(bed: CronBed) -> None:
     from services.runner import Runner
 
-    reg = Registry()
     started, release = asyncio.Event(), asyncio.Event()
 
-    @task(Every(1), into=reg)
+    @task(Every(1), into=bed.reg)
     async def in_progress() -> str:
         started.set()
         await release.wait()
         return "finished"
 
-    cron = make_cron(reg)
+    cron = bed.cron()
     runner = Runner([cron], grace=10)
     main = asyncio.create_task(runner.run())
-    await _until_sleeping(clock)
-    clock.advance(1)
+    await _until_sleeping(bed.clock)
+    bed.clock.advance(1)
     await started.wait()
     runner.stop()
     asyncio.get_running_loop().call_soon(release.set)
     assert await main == 0
-    [row] = await query(stores, runs_of, "in_progress")
+    [row] = await bed.runs("in_progress")
     assert (row["status"], row["result"]) == ("success", "finished")
 
 
-async def test_grace_exceeded_cancels_and_records_cancellation(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
-) -> None:
+async def test_grace_exceeded_cancels_and_records_cancellation(bed: CronBed) -> None:
     from services.runner import Runner
 
-    reg = Registry()
     started = asyncio.Event()
 
-    @task(Every(1), into=reg)
+    @task(Every(1), into=bed.reg)
     async def never_ends() -> None:
         started.set()
         await asyncio.Event().wait()
 
-    cron = make_cron(reg)
+    cron = bed.cron()
     runner = Runner([cron], grace=0.1)
     main = asyncio.create_task(runner.run())
-    await _until_sleeping(clock)
-    clock.advance(1)
+    await _until_sleeping(bed.clock)
+    bed.clock.advance(1)
     await started.wait()
     runner.stop()
     await main
-    [row] = await query(stores, runs_of, "never_ends")
+    [row] = await bed.runs("never_ends")
     assert row["status"] == "failure" and row["error"].startswith("cancelled")
 
 
@@ -426,17 +399,14 @@ async def _until_sleeping(clock: FakeClock, sleepers: int = 1) -> None:
         await clock.wait_for_sleepers(sleepers)
 
 
-async def test_sync_stores_next_run_and_marks_unregistered_jobs_inactive(
-    make_cron: Callable[..., CronComponent], clock: FakeClock, stores: list[AsyncStore]
-) -> None:
-    reg = Registry()
+async def test_sync_stores_next_run_and_marks_unregistered_jobs_inactive(bed: CronBed) -> None:
 
-    @task(Every(60), into=reg, description="kept around", tags=("a", "b"))
+    @task(Every(60), into=bed.reg, description="kept around", tags=("a", "b"))
     def kept() -> None: ...
 
-    await query(stores, _job_last_slot, "removed_from_code", START)
-    await make_cron(reg).run_once(asyncio.Event())
-    jobs = await query(stores, _jobs)
+    await bed.last_slot("removed_from_code", START)
+    await bed.cron().run_once(asyncio.Event())
+    jobs = await bed.query(_jobs)
     assert jobs["removed_from_code"]["active"] is False
     assert jobs["kept"] == {
         "active": True,

@@ -4,85 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 
 from notifications.dispatcher import OutboxComponent, OutboxSettings
-from notifications.models import NotificationDelivery, NotificationLog, NotificationProvider
-from services.clock import FakeClock
-from services.listener import Listener
-from tests.fakes.provider_servers import FakeProviders, FakeResponse, running_fake_providers
+from notifications.models import NotificationDelivery
+from tests.fakes.provider_servers import FakeResponse
+from tests.integration.outbox_support import (
+    DbCall,
+    Outbox,
+    enqueue,
+    make_provider,
+    outcomes,
+    row,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-DbCall = Callable[..., Awaitable[Any]]
-
-
-class Outbox:
-    """A listener and outbox components (one per simulated worker) over one fake provider."""
-
-    def __init__(self, fake: FakeProviders, clock: FakeClock) -> None:
-        self.fake = fake
-        self.clock = clock
-        self.stopping = asyncio.Event()
-        self.listener = Listener(backoff_base=0.01, backoff_cap=0.05)
-        self.components: list[OutboxComponent] = []
-        self.tasks: list[asyncio.Task[None]] = []
-
-    async def start(self, workers: int = 1, **settings: Any) -> OutboxComponent:
-        self.tasks.append(asyncio.create_task(self.listener.run(self.stopping)))
-        for n in range(workers):
-            component = OutboxComponent(
-                self.clock, f"w{n}", self.listener.subscribe,
-                OutboxSettings(allow_loopback=True, **settings),
-            )  # fmt: skip
-            self.components.append(component)
-            self.tasks.append(asyncio.create_task(component.run(self.stopping)))
-        await asyncio.wait_for(self.listener.ready.wait(), 5)
-        return self.components[0]
-
-    async def stop(self) -> None:
-        self.stopping.set()
-        await asyncio.wait_for(asyncio.gather(*self.tasks), 15)
-
-
-@pytest.fixture
-async def outbox() -> AsyncIterator[Outbox]:
-    # Rows are stamped with the real time; the fake clock runs an hour ahead so they are due.
-    clock = FakeClock(datetime.now(UTC) + timedelta(hours=1))
-    async with running_fake_providers() as fake:
-        box = Outbox(fake, clock)
-        yield box
-        await box.stop()
-
-
-def make_provider(fake: FakeProviders, name: str = "hook", kind: str = "webhook", **kw: Any) -> int:
-    config = fake.config_for(kind)
-    return NotificationProvider.objects.create(name=name, type=kind, config=config, **kw).pk
-
-
-def enqueue(provider_id: int | None, n: int = 1, **fields: Any) -> list[int]:
-    rows = [
-        NotificationDelivery(provider_id=provider_id, title=f"t{i}", message=f"m{i}", **fields)
-        for i in range(n)
-    ]
-    return [row.pk for row in NotificationDelivery.objects.bulk_create(rows)]
-
-
-def row(pk: int) -> dict[str, Any]:
-    return dict(NotificationDelivery.objects.filter(pk=pk).values().get())
-
-
-def outcomes(pk: int) -> list[str]:
-    return list(
-        NotificationLog.objects.filter(delivery_id=pk)
-        .order_by("id")
-        .values_list("outcome", flat=True)
-    )
 
 
 async def test_an_insert_is_sent_at_once_with_its_idempotency_key(
@@ -229,6 +168,22 @@ async def test_a_lease_left_by_a_dead_worker_is_reclaimed_when_it_expires(
     await component.wait_written(1)
     reclaimed = await db_call(row, pk)
     assert (reclaimed["status"], reclaimed["attempts"]) == ("sent", 2)
+
+
+async def test_its_own_leases_put_nothing_on_the_timer(outbox: Outbox, db_call: DbCall) -> None:
+    """Rows in flight end with the results this worker writes: no wake-up at their lease's end
+    (it would cost an idle worker a statement a lease after its last send)."""
+    component = await outbox.start()
+    provider = await db_call(make_provider, outbox.fake)
+    hold = asyncio.Event()
+    outbox.fake.respond("/webhook", [FakeResponse(release=hold)])
+    await db_call(enqueue, provider)
+    await outbox.fake.wait_for(1)  # held: still ``sending`` under this worker's lease
+    await db_call(enqueue, provider)  # claimed by a statement that sees the first one's lease
+    await component.wait_written(1)
+    assert component.health()["next_due_at"] is None
+    hold.set()
+    await component.wait_written(2)
 
 
 async def test_two_workers_send_each_of_2000_deliveries_exactly_once(

@@ -222,6 +222,17 @@ def test_check_url_with_a_policy_checks_literal_ips(
         check_url(url, policy)
 
 
+def test_verdicts_are_remembered_per_host_and_policy() -> None:
+    """The guard checks every request; a host's verdict is cached, never across policies."""
+    loose, strict = AddressPolicy(allow_loopback=True), AddressPolicy(allow_loopback=False)
+    for _ in range(2):  # the second round answers from the cache, the same way
+        check_url("http://127.0.0.1:9/a", loose)
+        with pytest.raises(BlockedURL, match=re.escape("127.0.0.1: loopback address")):
+            check_url("http://127.0.0.1:9/b", strict)
+        with pytest.raises(BlockedURL, match="not a canonical IP address"):
+            check_url("http://2130706433/", loose)
+
+
 def test_blocked_url_is_a_permanent_failure() -> None:
     failure = classify_exception(BlockedURL("10.0.0.1: private address"))
     assert (failure.kind, failure.code) == ("permanent", "blocked_url")
