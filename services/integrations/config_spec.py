@@ -11,11 +11,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 Check = Callable[[Any], str | None]
+
+EMBEDDED_URL = "embedded:"  # the MQTT "url" meaning "the embedded broker" (started on connect)
+
+
+@dataclass(frozen=True)
+class EffectiveConfig:
+    kind: str
+    configured: bool  # a row or an environment default exists
+    enabled: bool
+    values: dict[str, Any] = field(default_factory=dict)  # decrypted, with defaults
+    source: str = "none"  # "row", "environment" or "none"
+    error: str | None = None  # a row that does not validate or decrypt
+
+    @property
+    def active(self) -> bool:
+        """Whether a client should run for it."""
+        return self.configured and self.enabled and self.error is None
 
 
 @dataclass(frozen=True)
@@ -23,6 +40,7 @@ class Field:
     name: str
     type: type  # str, int, float, bool or list
     default: Any = None
+    required: bool = False
     secret: bool = False
     help: str = ""
     check: Check | None = None  # extra validation of a present, well-typed value
@@ -65,6 +83,8 @@ class KindSpec:
         for spec in self.fields:
             value = values.get(spec.name)
             if value in (None, ""):
+                if spec.required and spec.default in (None, ""):
+                    errors[spec.name] = "is required"
                 continue  # the default applies
             problem = _type_problem(spec, value) or (spec.check(value) if spec.check else None)
             if problem:
@@ -163,17 +183,39 @@ MQTT = KindSpec(
         Field("username", str, "", help="Overrides a user name in the URL."),
         Field("password", str, "", secret=True, help="Overrides a password in the URL."),
         Field("client_id_prefix", str, "alarm", help="Each worker adds a unique suffix."),
-        Field("keepalive", int, 60, help="Seconds between pings when quiet.", check=between(5, 3600)),
-        Field("protocol", str, "auto", help="auto (5, else 3.1.1), 5 or 3.1.1.",
-              check=one_of("auto", "5", "3.1.1")),  # fmt: skip
+        Field(
+            "keepalive", int, 60, help="Seconds between pings when quiet.", check=between(5, 3600)
+        ),
+        Field(
+            "protocol",
+            str,
+            "auto",
+            help="auto (5, else 3.1.1), 5 or 3.1.1.",
+            check=one_of("auto", "5", "3.1.1"),
+        ),
         Field("tls_ca_file", str, "", help="CA bundle for mqtts:// (empty: the system's)."),
         Field("tls_insecure", bool, False, help="Skip the broker certificate check (mqtts://)."),
-        Field("reconnect_min", float, 1.0, help="First reconnect delay, seconds.",
-              check=between(0.01, 3600)),  # fmt: skip
-        Field("reconnect_max", float, 120.0, help="Longest reconnect delay, seconds.",
-              check=between(0.01, 3600)),  # fmt: skip
-        Field("max_payload", int, 1_048_576, help="Bytes; longer messages are counted, dropped.",
-              check=between(1, 256 * 1024 * 1024)),  # fmt: skip
+        Field(
+            "reconnect_min",
+            float,
+            1.0,
+            help="First reconnect delay, seconds.",
+            check=between(0.01, 3600),
+        ),
+        Field(
+            "reconnect_max",
+            float,
+            120.0,
+            help="Longest reconnect delay, seconds.",
+            check=between(0.01, 3600),
+        ),
+        Field(
+            "max_payload",
+            int,
+            1_048_576,
+            help="Bytes; longer messages are counted, dropped.",
+            check=between(1, 256 * 1024 * 1024),
+        ),
     ),
     check_all=_mqtt_backoff,
 )
@@ -182,12 +224,26 @@ ZIGBEE2MQTT = KindSpec(
     "zigbee2mqtt",
     "Zigbee2MQTT",
     (
-        Field("base_topic", str, "zigbee2mqtt", help="Zigbee2MQTT's base_topic.",
-              check=topic_prefix_problem),  # fmt: skip
-        Field("stale_after", float, 75.0, help="Seconds without a message before "
-              "Zigbee2MQTT counts as unavailable.", check=between(1, 86400)),  # fmt: skip
-        Field("ignored_attributes", list, ["linkquality", "last_seen", "elapsed"],
-              help="Device attributes left out (they change on every message)."),  # fmt: skip
+        Field(
+            "base_topic",
+            str,
+            "zigbee2mqtt",
+            help="Zigbee2MQTT's base_topic.",
+            check=topic_prefix_problem,
+        ),
+        Field(
+            "stale_after",
+            float,
+            75.0,
+            help="Seconds without a message before Zigbee2MQTT counts as unavailable.",
+            check=between(1, 86400),
+        ),
+        Field(
+            "ignored_attributes",
+            list,
+            ["linkquality", "last_seen", "elapsed"],
+            help="Device attributes left out (they change on every message).",
+        ),
     ),
 )
 
@@ -195,8 +251,13 @@ FRIGATE = KindSpec(
     "frigate",
     "Frigate",
     (
-        Field("topic_prefix", str, "frigate", help="Frigate's mqtt.topic_prefix.",
-              check=topic_prefix_problem),  # fmt: skip
+        Field(
+            "topic_prefix",
+            str,
+            "frigate",
+            help="Frigate's mqtt.topic_prefix.",
+            check=topic_prefix_problem,
+        ),
     ),
 )
 
@@ -204,9 +265,15 @@ HOME_ASSISTANT = KindSpec(
     "home_assistant",
     "Home Assistant",
     (
-        Field("url", str, "", help="http://homeassistant.local:8123",
-              check=url_with("http", "https", "ws", "wss")),  # fmt: skip
-        Field("token", str, "", secret=True, help="A long-lived access token."),
+        Field(
+            "url",
+            str,
+            "",
+            required=True,
+            help="http://homeassistant.local:8123",
+            check=url_with("http", "https", "ws", "wss"),
+        ),
+        Field("token", str, "", required=True, secret=True, help="A long-lived access token."),
         Field("verify_ssl", bool, True),
     ),
 )
@@ -214,7 +281,7 @@ HOME_ASSISTANT = KindSpec(
 ZWAVEJS = KindSpec(
     "zwavejs",
     "Z-Wave JS",
-    (Field("url", str, "", help="ws://host:3000", check=url_with("ws", "wss")),),
+    (Field("url", str, "", required=True, help="ws://host:3000", check=url_with("ws", "wss")),),
 )
 
 _specs: dict[str, KindSpec] = {
@@ -239,4 +306,3 @@ def register_spec(spec: KindSpec) -> None:
 
 def specs() -> Iterable[KindSpec]:
     return tuple(_specs.values())
-

@@ -1,3 +1,5 @@
 from __future__ import annotations
+
+
 def worker_components(ctx):
     return []
