@@ -102,7 +102,7 @@ def _type_problem(spec: Field, value: Any) -> str | None:
     if not isinstance(value, spec.type):
         names = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}
         return f"must be {names.get(spec.type, spec.type.__name__)}, got {value!r}"
-    if spec.type is list and not all(isinstance(item, str) for item in value):
+    if isinstance(value, list) and not all(isinstance(item, str) for item in value):
         return "must be a list of text values"
     return None
 

@@ -311,7 +311,7 @@ class MqttClient:
 
     def _on_message(self, message: paho.MQTTMessage) -> None:
         self.received += 1
-        payload = message.payload
+        payload = bytes(message.payload)
         try:
             topic = message.topic
         except UnicodeDecodeError:
