@@ -27,11 +27,20 @@ from typing import Any, Protocol
 
 from services.clock import Clock
 from services.integrations.config_spec import EffectiveConfig
-from services.integrations.leadership import Leadership, Term
+from services.integrations.leadership import Term
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "integrations_config"
+
+
+class LeadershipView(Protocol):
+    """What the component needs of ``leadership.Leadership``."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    async def wait_term(self, stopping: asyncio.Event) -> Term | None: ...
 
 
 class IntegrationClient(Protocol):
@@ -67,7 +76,7 @@ class IntegrationComponent:
         self,
         client_type: ClientType,
         *,
-        leadership: Leadership,
+        leadership: LeadershipView,
         load: Callable[[str], Awaitable[EffectiveConfig]],
         subscribe: Callable[..., Callable[[], None]],
         clock: Clock,

@@ -285,6 +285,7 @@ class Leadership:
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
     ready: asyncio.Future[None] = loop.create_future()
+
     def wake() -> None:
         if not ready.done():
             ready.set_result(None)

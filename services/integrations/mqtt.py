@@ -150,7 +150,10 @@ class MqttClient:
         self._last_error: str | None = None
         self.received = 0
         self.errors = MalformedLog(logger, "mqtt", clock.monotonic)
-        self.connected_changed = asyncio.Event()  # set at every connect/disconnect (tests)
+        # Filters the broker acknowledged on the current connection; the event is replaced
+        # at every change (tests and health wait on it: "subscriptions restored").
+        self.subscribed: set[str] = set()
+        self.subscribed_changed = asyncio.Event()
 
     # --- the component -----------------------------------------------------------------
 
@@ -189,6 +192,7 @@ class MqttClient:
             "connects": self._connects,
             "last_error": self._last_error,
             "subscriptions": len(self.hub.filters),
+            "subscribed": len(self.subscribed),
             "received": self.received,
             "malformed": {**self.errors.as_dict(), **self.hub.errors.as_dict()},
         }
@@ -202,6 +206,17 @@ class MqttClient:
     def unsubscribe(self, topic_filter: str) -> None:
         if self._connection is not None:
             self._connection.unsubscribe(topic_filter)
+        self._set_subscribed(self.subscribed - {topic_filter})
+
+    def _on_subscribed(self, filters: list[str]) -> None:
+        # A layer may have unsubscribed while the SUBACK was on its way.
+        self._set_subscribed(self.subscribed | (set(filters) & set(self.hub.filters)))
+
+    def _set_subscribed(self, filters: set[str]) -> None:
+        if filters != self.subscribed:
+            self.subscribed = filters
+            changed, self.subscribed_changed = self.subscribed_changed, asyncio.Event()
+            changed.set()
 
     # --- one connection ------------------------------------------------------------------
 
@@ -215,7 +230,11 @@ class MqttClient:
         self._broker = f"{host}:{port}"
         self._report("mqtt", "connecting", details=self._details())
         connection = Connection(
-            self._new_paho(), asyncio.get_running_loop(), self._on_message, self.settings
+            self._new_paho(),
+            asyncio.get_running_loop(),
+            self._on_message,
+            self.settings,
+            on_subscribed=self._on_subscribed,
         )
         try:
             await connection.open(host, port)
@@ -228,6 +247,7 @@ class MqttClient:
             connection.close()
             self._connection = None
             self.hub.detach(self)
+            self._set_subscribed(set())
 
     async def _serve(self, connection: Connection, stopping: asyncio.Event) -> _Outcome:
         reason = await connection.wait_connack(stopping, within=self.settings.connect_timeout)
@@ -265,7 +285,6 @@ class MqttClient:
         )
         self.hub.attach(self)
         self._report("mqtt", "connected", details=self._details())
-        self.connected_changed.set()
 
     def _may_fall_back(self) -> bool:
         return self._protocol == "5" and self.settings.protocol == "auto"
@@ -306,8 +325,6 @@ class MqttClient:
             },
         )
         self._report("mqtt", "disconnected", error=error, details=self._details())
-        if was_connected:
-            self.connected_changed.set()
 
     def _on_message(self, message: paho.MQTTMessage) -> None:
         self.received += 1

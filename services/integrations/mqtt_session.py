@@ -44,6 +44,7 @@ class Connection:
         loop: asyncio.AbstractEventLoop,
         on_message: Callable[[paho.MQTTMessage], None],
         settings: MqttSettings,
+        on_subscribed: Callable[[list[str]], None] = lambda filters: None,
     ) -> None:
         self.paho = client
         self._loop = loop
@@ -57,6 +58,7 @@ class Connection:
         self._misc: asyncio.TimerHandle | None = None
         self._last_in = self._last_out = time.monotonic()
         self._pending_subscribes: dict[int, list[str]] = {}
+        self._on_subscribed = on_subscribed
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = lambda _c, _u, message: on_message(message)
@@ -171,8 +173,11 @@ class Connection:
 
     def _on_subscribe(self, _c: Any, _u: Any, mid: int, reasons: list[Any], _p: Any) -> None:
         filters = self._pending_subscribes.pop(mid, [])
+        granted = []
         for topic_filter, reason in zip(filters, reasons, strict=False):
-            if isinstance(reason, ReasonCode) and reason.is_failure:
+            if not (isinstance(reason, ReasonCode) and reason.is_failure):
+                granted.append(topic_filter)
+            else:
                 logger.warning(
                     "the broker refused a subscription",
                     extra={
@@ -181,6 +186,7 @@ class Connection:
                         "reason": str(reason),
                     },
                 )
+        self._on_subscribed(granted)
 
     # --- the socket ----------------------------------------------------------------------
 
