@@ -96,6 +96,8 @@ def test_devices_rejects(payload: bytes, kind: str) -> None:
         (b"not json", "bad_json"),
         (b"[" * 100_000, "bad_json"),  # nesting past the recursion limit
         (b"\xc3\x28", "bad_encoding"),
+        (b'{"a": "\\u0000"}', "bad_encoding"),  # PostgreSQL stores no NUL
+        (b'{"a": "\\ud800"}', "bad_encoding"),  # a lone surrogate has no UTF-8
         (b"[1, 2]", "not_object"),
         (b'"text"', "not_object"),
         (b"null", "not_object"),
@@ -109,6 +111,10 @@ def test_device_state_rejects(payload: bytes, kind: str) -> None:
     with pytest.raises(Malformed) as error:
         z2m.device_state(payload)
     assert error.value.kind == kind
+
+
+def test_device_state_accepts_surrogate_pairs() -> None:
+    assert z2m.device_state(b'{"name": "\\ud83d\\ude00"}') == {"name": "\U0001f600"}
 
 
 def test_device_state_accepts_nulls_and_extra_fields() -> None:

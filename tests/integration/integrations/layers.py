@@ -21,6 +21,7 @@ class Stack:
     hub: MqttHub
     mqtt: MqttClient
     layer: Any
+    layers: list[Any]
 
     async def subscribed(self, *filters: str) -> None:
         async with asyncio.timeout(TIMEOUT):
@@ -30,18 +31,23 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    broker_url: str, make_layer: Callable[[FakeClock, RecordingReport, MqttHub], Any]
+    broker_url: str,
+    *make_layers: Callable[[FakeClock, RecordingReport, MqttHub], Any],
+    max_payload: int = 1_048_576,
 ) -> AsyncIterator[Stack]:
-    """The MQTT client and a layer, both running on one FakeClock until the block ends."""
+    """The MQTT client and its layers, all running on one FakeClock until the block ends;
+    ``Stack.layer`` is the first layer, ``Stack.layers`` all of them."""
     clock, report, hub = FakeClock(), RecordingReport(), MqttHub()
     parts = parse_url(broker_url)
-    settings = MqttSettings(host=parts["host"], port=parts["port"], connect_timeout=2.0)
+    settings = MqttSettings(
+        host=parts["host"], port=parts["port"], connect_timeout=2.0, max_payload=max_payload
+    )
     mqtt = MqttClient(settings, clock=clock, report=report, hub=hub, worker_id="test")
-    layer = make_layer(clock, report, hub)
+    layers = [make(clock, report, hub) for make in make_layers]
     stopping = asyncio.Event()
-    tasks = [asyncio.create_task(mqtt.run(stopping)), asyncio.create_task(layer.run(stopping))]
+    tasks = [asyncio.create_task(c.run(stopping)) for c in (mqtt, *layers)]
     try:
-        yield Stack(clock, report, hub, mqtt, layer)
+        yield Stack(clock, report, hub, mqtt, layers[0], layers)
     finally:
         stopping.set()
         async with asyncio.timeout(TIMEOUT):
