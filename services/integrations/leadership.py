@@ -88,7 +88,7 @@ class Leadership:
         self.key = key
         self._backoff_base, self._backoff_cap, self._rng = backoff_base, backoff_cap, rng
         self.term: Term | None = None
-        self._changed = asyncio.Event()  # replaced at every transition; waiters hold the old one
+        self.changed = asyncio.Event()  # replaced at every transition; waiters hold the old one
         self._state = "stopped"
         self._holder: str | None = None
         self._terms = 0
@@ -106,7 +106,7 @@ class Leadership:
         while not stopping.is_set():
             if self.term is not None and not self.term.ended.is_set():
                 return self.term
-            changed = asyncio.ensure_future(self._changed.wait())
+            changed = asyncio.ensure_future(self.changed.wait())
             stop = asyncio.ensure_future(stopping.wait())
             try:
                 await asyncio.wait({changed, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -150,12 +150,12 @@ class Leadership:
                 await self._back_off(error, stopping)
         finally:
             self._end_term("stopped")
-            self._state = "stopped"
+            self._set_state("stopped")
 
     async def _back_off(self, error: BaseException, stopping: asyncio.Event) -> None:
         self._failures += 1
         self._last_error = f"{type(error).__name__}: {error}"
-        self._state = "backoff"
+        self._set_state("backoff")
         delay = self._rng() * exponential(
             self._failures, base=self._backoff_base, cap=self._backoff_cap
         )
@@ -169,12 +169,12 @@ class Leadership:
                 await stopping.wait()
 
     async def _session(self) -> NoReturn:
-        self._state = "connecting"
+        self._set_state("connecting")
         conn = await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
         try:
             self._failures = 0
             self._holder = await self._current_holder(conn)
-            self._state = "standby"
+            self._set_state("standby")
             logger.info(
                 "waiting for the integrations lock",
                 extra={"event": "leadership.standby", "holder": self._holder},
@@ -254,8 +254,8 @@ class Leadership:
     def _begin_term(self) -> None:
         self.term = Term()
         self._terms += 1
-        self._state = "leader"
         self._holder = None
+        self._state = "leader"
         logger.info(
             "this worker now holds the integrations",
             extra={"event": "leadership.acquired", "worker_id": self.worker_id},
@@ -278,9 +278,18 @@ class Leadership:
         )
         self._notify()
 
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self._notify()
+
     def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
+        changed, self.changed = self.changed, asyncio.Event()
         changed.set()
+
+    @property
+    def state(self) -> str:
+        return self._state
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:

@@ -149,8 +149,10 @@ async def test_an_unreachable_broker_is_retried_with_a_doubling_backoff(
         clock.advance(4.0)
     await clock.wait_for_sleepers(1)
     delays = [
-        r.delay for r in caplog.records if getattr(r, "event", "") == "mqtt.reconnect_scheduled"
-    ]  # type: ignore[attr-defined]
+        getattr(r, "delay", None)
+        for r in caplog.records
+        if getattr(r, "event", "") == "mqtt.reconnect_scheduled"
+    ]
     assert delays == [1, 2, 4, 4, 4]
     assert report.events("mqtt")[:2] == ["connecting", "disconnected"]
     assert "cannot connect" in str(report.errors("mqtt", "disconnected")[0])
