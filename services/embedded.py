@@ -263,22 +263,18 @@ def _start_mqtt() -> int:
     port = _choose_mqtt_port()
     config = MQTT_DIR / "amqtt.yaml"
     config.write_text(_MQTT_CONFIG.format(port=port))
-    with open(MQTT_DIR / "amqtt.log", "ab") as log:
-        # A session of its own: it outlives this process and a terminal's Ctrl-C, like the others.
-        process = subprocess.Popen(
-            [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=MQTT_DIR,
-        )
-    (MQTT_DIR / "broker.pid").write_text(f"{process.pid}\n")
+    pid = _spawn_detached(
+        [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(config)],
+        log=MQTT_DIR / "amqtt.log",
+        cwd=MQTT_DIR,
+    )
+    (MQTT_DIR / "broker.pid").write_text(f"{pid}\n")
     (MQTT_DIR / "port").write_text(f"{port}\n")
     deadline = time.monotonic() + 20
     while not _tcp_listening(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+        if not _process_alive(pid) or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
             raise EmbeddedServerError(
                 f"the embedded MQTT broker did not start on port {port}; "
                 f"see {MQTT_DIR / 'amqtt.log'}"
@@ -286,9 +282,34 @@ def _start_mqtt() -> int:
         time.sleep(0.05)  # polling a fresh broker's port during start-up only
     logger.info(
         "embedded MQTT broker started",
-        extra={"event": "embedded.mqtt_started", "port": port, "pid": process.pid},
+        extra={"event": "embedded.mqtt_started", "port": port, "pid": pid},
     )
     return port
+
+
+# Starts the server in a session of its own and exits at once: the server is then nobody's
+# child (init reaps it), so it outlives whoever started it and never lingers as their zombie.
+_LAUNCHER = """
+import subprocess, sys
+log = open(sys.argv[1], "ab")
+child = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+print(child.pid)
+"""
+
+
+def _spawn_detached(args: list[str], *, log: Path, cwd: Path) -> int:
+    launched = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, str(log), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if launched.returncode != 0 or not launched.stdout.strip().isdigit():
+        raise EmbeddedServerError(f"could not start {args[0]}: {launched.stderr.strip()}")
+    return int(launched.stdout.strip())
 
 
 def stop_mqtt() -> bool:

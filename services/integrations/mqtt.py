@@ -209,6 +209,10 @@ class MqttClient:
         self._set_subscribed(self.subscribed - {topic_filter})
 
     def _on_subscribed(self, filters: list[str]) -> None:
+        logger.info(
+            "MQTT subscriptions acknowledged",
+            extra={"event": "mqtt.subscribed", "filters": filters},
+        )
         # A layer may have unsubscribed while the SUBACK was on its way.
         self._set_subscribed(self.subscribed | (set(filters) & set(self.hub.filters)))
 
