@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from tests.integration.integrations.brokers import (
     PrivateBroker,
     Publisher,
     free_port,
+    make_certificates,
     topic_prefix,
 )
 from tests.integration.integrations.fakes import TIMEOUT, RecordingReport
@@ -25,7 +28,9 @@ from tests.integration.integrations.fakes import TIMEOUT, RecordingReport
 
 def settings_for(url: str, **changes: Any) -> MqttSettings:
     parts = parse_url(url)
-    base = MqttSettings(host=parts["host"], port=parts["port"], connect_timeout=2.0)
+    base = MqttSettings(
+        host=parts["host"], port=parts["port"], tls=parts["tls"], connect_timeout=2.0
+    )
     return replace(base, **changes)
 
 
@@ -232,6 +237,64 @@ async def test_subscribing_and_unsubscribing_while_connected(
     assert await second.next() == (f"{prefix}/two", b"routed")
     assert first.queue.empty()
     assert hub.filters == [f"{prefix}/two"]
+
+
+@pytest.fixture
+def certificates() -> Iterator[tuple[Path, Path, Path]]:
+    # Not in tmp_path (0700): a mosquitto started as root reads them as user "mosquitto".
+    certs = Path(tempfile.mkdtemp(prefix="mqtt-tls-"))
+    certs.chmod(0o755)
+    yield make_certificates(certs)
+    shutil.rmtree(certs)
+
+
+@pytest.mark.usefixtures("mosquitto_only")
+async def test_tls_with_the_broker_certificate_checked(
+    tmp_path: Path, running: Running, certificates: tuple[Path, Path, Path]
+) -> None:
+    ca, cert, key = certificates
+    broker = PrivateBroker(tmp_path, "mosquitto", tls=(ca, cert, key))
+    broker.start()
+    try:
+        prefix, report, hub, inbox = topic_prefix(), RecordingReport(), MqttHub(), Inbox()
+        hub.subscribe(f"{prefix}/#", inbox)
+        settings = settings_for(broker.url, tls_ca_file=str(ca))
+        assert settings.tls
+        client = running.start(make_client(settings, report, hub))
+        await subscribed(client, f"{prefix}/#")
+        # Many messages in one burst: TLS may hold several records in its buffer at once.
+        publisher = TlsPublisher(broker.port, ca)
+        try:
+            await asyncio.to_thread(
+                publisher.publish_many, [(f"{prefix}/{n}", b"%d" % n) for n in range(200)]
+            )
+        finally:
+            publisher.close()
+        got = [await inbox.next() for _ in range(200)]
+        assert [payload for _, payload in got] == [b"%d" % n for n in range(200)]
+        assert report.calls[1][3]["tls"] is True
+        # Without the CA the certificate does not verify: a clear error, then backoff.
+        report2, clock, other = RecordingReport(), FakeClock(), Running()
+        other.start(make_client(replace(settings, tls_ca_file=""), report2, MqttHub(), clock))
+        try:
+            await report2.wait_for("mqtt", "disconnected")
+        finally:
+            await other.stop()
+        assert "CERTIFICATE_VERIFY_FAILED" in str(report2.errors("mqtt", "disconnected")[0])
+    finally:
+        await running.stop()
+        broker.stop()
+
+
+class TlsPublisher(Publisher):
+    def __init__(self, port: int, ca: Path) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        self.client.tls_set(ca_certs=str(ca))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
 
 
 def test_a_bad_filter_is_refused() -> None:
