@@ -82,12 +82,16 @@ def _thread_transport(url: str, hub: Any, keepalive: int) -> Any:
     def on_connect(c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
         c.subscribe([(f, SubscribeOptions(qos=1)) for f in hub.filters])
 
+    def on_subscribe(*_: Any) -> None:
+        loop.call_soon_threadsafe(subscribed.set)
+
+    def on_message(_c: Any, _u: Any, message: Any) -> None:
+        # The safe bridge: paho's network thread never touches the layer; it hops to the loop.
+        loop.call_soon_threadsafe(hub.dispatch, message.topic, message.payload)
+
     client.on_connect = on_connect
-    client.on_subscribe = lambda *_: loop.call_soon_threadsafe(subscribed.set)
-    # The safe bridge: paho's network thread never touches the layer, it hops to the loop.
-    client.on_message = lambda _c, _u, m: loop.call_soon_threadsafe(
-        hub.dispatch, m.topic, m.payload
-    )
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
     client.connect(parts["host"], parts["port"], keepalive)
     client.loop_start()
     return client, subscribed

@@ -53,7 +53,7 @@ async def test_available_expires_75_s_after_the_last_message(
 
 
 async def test_a_message_in_between_pushes_the_expiry_back(
-    z2m: Stack, publisher: Publisher
+    z2m: Stack, publisher: Publisher, states: RecordingStates
 ) -> None:
     base, clock = z2m.layer.settings.base_topic, z2m.clock
     await publish(publisher, f"{base}/bridge/state", "online")
@@ -61,7 +61,7 @@ async def test_a_message_in_between_pushes_the_expiry_back(
     await clock.wait_for_sleepers(1)
     clock.advance(60)
     await publish(publisher, f"{base}/Door", '{"contact": true}')
-    await z2m.layer.sink.wait_idle()
+    await states.wait_count(1)  # it arrived at t = 60
     clock.advance(15)  # 75 s after the first message: the timer wakes and sleeps on
     await clock.wait_for_sleepers(1)
     assert z2m.report.events("zigbee2mqtt") == ["available"]
@@ -71,7 +71,7 @@ async def test_a_message_in_between_pushes_the_expiry_back(
 
 
 async def test_the_bridge_going_offline_is_unavailable_at_once(
-    z2m: Stack, publisher: Publisher
+    z2m: Stack, publisher: Publisher, states: RecordingStates
 ) -> None:
     base = z2m.layer.settings.base_topic
     await publish(publisher, f"{base}/bridge/state", "online")
@@ -80,7 +80,7 @@ async def test_the_bridge_going_offline_is_unavailable_at_once(
     await z2m.report.wait_for("zigbee2mqtt", "unavailable")
     assert z2m.report.errors("zigbee2mqtt", "unavailable") == ["bridge offline"]
     await publish(publisher, f"{base}/Door", '{"contact": true}')  # still offline
-    await z2m.layer.sink.wait_idle()
+    await states.wait_count(1)
     assert z2m.report.events("zigbee2mqtt") == ["available", "unavailable"]
 
 
