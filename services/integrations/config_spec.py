@@ -261,28 +261,36 @@ FRIGATE = KindSpec(
     ),
 )
 
+# Home Assistant and Z-Wave JS: the fields their clients' settings take (``ws_settings`` maps
+# them onto HomeAssistantSettings and ZwaveJsSettings, which validate the rest).
 HOME_ASSISTANT = KindSpec(
     "home_assistant",
     "Home Assistant",
     (
-        Field(
-            "url",
-            str,
-            "",
-            required=True,
-            help="http://homeassistant.local:8123",
-            check=url_with("http", "https", "ws", "wss"),
-        ),
+        Field("url", str, "", required=True, help="http://homeassistant.local:8123",
+              check=url_with("http", "https", "ws", "wss")),
         Field("token", str, "", required=True, secret=True, help="A long-lived access token."),
-        Field("verify_ssl", bool, True),
+        Field("verify_tls", bool, True, help="Check the certificate of an https:// URL."),
+        Field("include", list, [], help='entity_id globs to take, e.g. ["binary_sensor.*"]; '
+              "empty: every entity."),
+        Field("exclude", list, [], help="entity_id globs to leave out."),
+        Field("heartbeat_interval", float, 30.0, help="Seconds of silence before a ping.",
+              check=between(1, 3600)),
+        Field("auth_retry_interval", float, 0.0, help="Seconds between retries of a refused "
+              "token; 0: wait for a configuration change.", check=between(0, 86400)),
     ),
-)
+)  # fmt: skip
 
 ZWAVEJS = KindSpec(
     "zwavejs",
     "Z-Wave JS",
-    (Field("url", str, "", required=True, help="ws://host:3000", check=url_with("ws", "wss")),),
-)
+    (
+        Field("url", str, "", required=True, help="ws://host:3000", check=url_with("ws", "wss")),
+        Field("verify_tls", bool, True, help="Check the certificate of a wss:// URL."),
+        Field("heartbeat_interval", float, 30.0, help="Seconds of silence before a ping.",
+              check=between(1, 3600)),
+    ),
+)  # fmt: skip
 
 _specs: dict[str, KindSpec] = {
     s.kind: s for s in (MQTT, ZIGBEE2MQTT, FRIGATE, HOME_ASSISTANT, ZWAVEJS)

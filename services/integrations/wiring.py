@@ -23,7 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from services import embedded
-from services.integrations import config, frigate, mqtt_settings, store, zigbee2mqtt
+from services.integrations import config, frigate, mqtt_settings, store, ws_settings, zigbee2mqtt
 from services.integrations.component import ClientType, IntegrationComponent
 from services.integrations.frigate_parse import Detection
 from services.integrations.leadership import Leadership
@@ -85,14 +85,40 @@ def client_types(ctx: WorkerContext) -> list[ClientType]:
     ]  # fmt: skip
 
 
+# The WebSocket clients of the integrations-ws branch (CONTRACTS item 4): kind, module, client
+# class, settings class, and the pure builder of the settings' keyword arguments. Each registers
+# once its module is installed; its settings class validates the values (ValueError).
+WEBSOCKET_CLIENTS: tuple[tuple[str, str, str, str, Callable[..., dict[str, Any]]], ...] = (
+    ("home_assistant", "services.integrations.home_assistant", "HomeAssistantClient",
+     "HomeAssistantSettings", ws_settings.home_assistant_kwargs),
+    ("zwavejs", "services.integrations.zwavejs", "ZwaveJsClient", "ZwaveJsSettings",
+     ws_settings.zwavejs_kwargs),
+)  # fmt: skip
+
+
 def plugged_in(ctx: WorkerContext) -> list[ClientType]:
-    """Client types built on other branches (Home Assistant, Z-Wave JS); none yet.
+    """Client types of the integrations built elsewhere (Home Assistant, Z-Wave JS).
 
     Each is ``ClientType(kind, factory, build_settings)``: ``factory(settings, *, clock, report,
     on_state)`` is the client class, ``build_settings(EffectiveConfig) -> settings`` raises
-    ValueError when the configuration cannot be used. See README, "Integrations".
+    ValueError when the configuration cannot be used.
     """
-    return []
+    found = []
+    for kind, module_name, client, settings_class, kwargs in WEBSOCKET_CLIENTS:
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        build = partial(_settings, getattr(module, settings_class), kwargs)
+        found.append(ClientType(kind, getattr(module, client), build))
+    return found
+
+
+def _settings(
+    settings_class: Callable[..., Any],
+    kwargs: Callable[[config.EffectiveConfig], dict[str, Any]],
+    effective: config.EffectiveConfig,
+) -> Any:
+    return settings_class(**kwargs(effective))
 
 
 # --- injected collaborators --------------------------------------------------------------------
