@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from datetime import datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from services.integrations import config
+from services.integrations import config, ws_settings
 from services.integrations.models import FrigateDetection
 from services.integrations.settings import FRIGATE_DETECTIONS_RETENTION
-from services.integrations.ws_settings import home_assistant_kwargs
 from services.registry import task
 from services.schedules import Cron, Every
 from services.tasks import MAINTENANCE_TAGS, delete_older_than, resolve_slot
@@ -33,7 +32,7 @@ def cleanup_frigate_detections(slot: datetime | None = None) -> dict[str, Any]:
 
 def home_assistant_active() -> bool:
     """Home Assistant is configured and enabled, and its client is installed. One query."""
-    if importlib.util.find_spec(HA_SYNC_MODULE) is None:
+    if not ws_settings.installed(HA_SYNC_MODULE):
         return False
     return config.load("home_assistant").active
 
@@ -47,7 +46,7 @@ def sync_entity_states(slot: datetime | None = None) -> dict[str, Any]:
     effective = config.load("home_assistant")
     if not effective.active:
         return {"skipped": "Home Assistant is not configured"}
-    settings = home_assistant.HomeAssistantSettings(**home_assistant_kwargs(effective))
+    settings = home_assistant.HomeAssistantSettings(**ws_settings.home_assistant_kwargs(effective))
     known = _known_states(ha_sync.KnownState)
     # async_to_sync: on_state's ORM calls run on this task's thread, whose connections the
     # executor closes when the run ends.

@@ -105,7 +105,7 @@ def plugged_in(ctx: WorkerContext) -> list[ClientType]:
     """
     found = []
     for kind, module_name, client, settings_class, kwargs in WEBSOCKET_CLIENTS:
-        if importlib.util.find_spec(module_name) is None:
+        if not ws_settings.installed(module_name):
             continue
         module = importlib.import_module(module_name)
         build = partial(_settings, getattr(module, settings_class), kwargs)

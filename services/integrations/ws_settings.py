@@ -8,9 +8,15 @@ configuration (``config.load``): the row's values over the field defaults of ``c
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from services.integrations.config_spec import EffectiveConfig
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` (another branch's client) is part of this installation."""
+    return importlib.util.find_spec(module) is not None
 
 
 def home_assistant_kwargs(config: EffectiveConfig) -> dict[str, Any]:

@@ -105,6 +105,13 @@ def test_the_builders_fill_the_clients_settings() -> None:
     assert ZwaveJsSettings(**zw) == ZwaveJsSettings("ws://z:3000", verify_tls=False)
 
 
+@pytest.fixture
+def ws_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As before the merge of integrations-ws: none of its modules installed."""
+    monkeypatch.setattr(ws_settings, "installed", lambda module: False)
+
+
+@pytest.mark.usefixtures("ws_absent")
 def test_nothing_is_plugged_in_without_their_modules() -> None:
     assert plugged_in(None) == []  # type: ignore[arg-type]
 
@@ -134,11 +141,12 @@ def test_the_sync_runs_only_while_home_assistant_is_configured(ws_modules: Any) 
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("ws_absent")
 def test_the_sync_is_inactive_without_the_client() -> None:
     IntegrationConfig.objects.create(
         kind="home_assistant", settings={"url": "http://ha:8123", "token": "secret-token"}
     )
-    assert tasks.home_assistant_active() is False  # no ha_sync module on this branch
+    assert tasks.home_assistant_active() is False  # no ha_sync module
 
 
 @pytest.mark.django_db
