@@ -7,10 +7,9 @@ connection costs one timer per keepalive period (the ping) and its answer. Only 
 part of paho, the TCP/TLS connect and the CONNECT packet, runs in a thread, before the loop
 takes the socket over; every paho callback then runs on the loop thread, so no hop is needed.
 
-``MqttHub`` (one per worker) owns the subscriptions: layers such as Zigbee2MQTT and Frigate
-subscribe topic filters with a handler ``(topic, payload bytes)`` that runs on the loop. Each
-connected client subscribes all of them after every CONNACK (clean sessions), which is how
-subscriptions are restored after a reconnect or a restart for a configuration change.
+``MqttHub`` (``mqtt_hub.py``, one per worker) owns the subscriptions; each connected client
+subscribes all of them after every CONNACK (clean sessions), which is how subscriptions are
+restored after a reconnect or a restart for a configuration change.
 
 ``MqttClient`` is one integration client (CONTRACTS item 4): MQTT 5 with a fallback to 3.1.1
 when the broker refuses the protocol version (the embedded amqtt broker), reconnects with an
@@ -24,7 +23,6 @@ import asyncio
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,82 +35,21 @@ from paho.mqtt.reasoncodes import ReasonCode
 from services.backoff import exponential
 from services.clock import Clock
 from services.integrations.malformed import MalformedLog
+from services.integrations.mqtt_hub import Handler, MqttHub
 from services.integrations.mqtt_session import Connection
 from services.integrations.mqtt_settings import (
     AUTH_FAILURES,
     UNSUPPORTED_PROTOCOL,
     MqttSettings,
     client_id,
-    filter_problem,
-    matches,
     parse_url,
 )
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[str, bytes], None]
 Report = Callable[..., None]
 PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
-
-
-class MqttHub:
-    """The worker's MQTT subscriptions and the connected client they go through, if any."""
-
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._routes: dict[str, list[Handler]] = {}
-        self._client: MqttClient | None = None
-        self.errors = MalformedLog(logger, "mqtt", monotonic)
-
-    def subscribe(self, topic_filter: str, handler: Handler) -> Callable[[], None]:
-        """Route messages matching ``topic_filter`` to ``handler``; returns unsubscribe."""
-        if problem := filter_problem(topic_filter):
-            raise ValueError(f"{topic_filter!r}: {problem}")
-        handlers = self._routes.setdefault(topic_filter, [])
-        handlers.append(handler)
-        if len(handlers) == 1 and self._client is not None:
-            self._client.subscribe([topic_filter])
-
-        def unsubscribe() -> None:
-            remaining = self._routes.get(topic_filter, [])
-            if handler in remaining:
-                remaining.remove(handler)
-                if not remaining:
-                    del self._routes[topic_filter]
-                    if self._client is not None:
-                        self._client.unsubscribe(topic_filter)
-
-        return unsubscribe
-
-    @property
-    def filters(self) -> list[str]:
-        return list(self._routes)
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
-    def attach(self, client: MqttClient) -> None:
-        self._client = client
-        if self._routes:
-            client.subscribe(list(self._routes))
-
-    def detach(self, client: MqttClient) -> None:
-        if self._client is client:
-            self._client = None
-
-    def dispatch(self, topic: str, payload: bytes) -> None:
-        routed = False
-        for topic_filter, handlers in list(self._routes.items()):
-            if not matches(topic_filter, topic):
-                continue
-            for handler in list(handlers):
-                routed = True
-                try:
-                    handler(topic, payload)
-                except Exception as exc:  # a layer's bug must not take the transport down
-                    self.errors.record("handler_error", f"{topic}: {type(exc).__name__}: {exc}")
-        if not routed:
-            self.errors.record("unrouted", topic)
+__all__ = ["Handler", "MqttClient", "MqttHub", "MqttSettings"]
 
 
 @dataclass
