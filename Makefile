@@ -165,7 +165,7 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
 
-stop: ## Stop the embedded PostgreSQL and Redis
+stop: ## Stop the embedded PostgreSQL, Redis and MQTT broker
 	@if [ -x $(PY) ]; then
 		$(PY) manage.py embedded stop
 	else

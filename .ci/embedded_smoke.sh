@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves the zero-setup path: with no DATABASE_URL/REDIS_URL/MQTT_URL the project starts its own
-# embedded PostgreSQL and Redis, migrates, and a real `runworker` runs a scheduled task, then
-# shuts down cleanly on SIGTERM leaving no run marked "running".
+# embedded PostgreSQL and Redis, migrates, and a real `runworker` runs a scheduled task and
+# connects to the embedded MQTT broker (which it starts), then shuts down cleanly on SIGTERM
+# leaving no run marked "running".
 # Needs the project installed in .venv (make install). Usage: bash .ci/embedded_smoke.sh
 set -euo pipefail
 
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 TASK_NAME="acceptance_tick"
 SUCCESS_TIMEOUT=30  # seconds for the first successful run of an Every(1) task
+MQTT_TIMEOUT=30     # seconds for the worker to start the embedded broker and connect to it
 EXIT_TIMEOUT=40     # seconds for the worker to exit after SIGTERM
 
 unset DATABASE_URL REDIS_URL MQTT_URL
@@ -66,6 +68,16 @@ until [ "$(count_runs success "$TASK_NAME")" -gt 0 ] 2>/dev/null; do
 	sleep 1
 done
 echo "ok: $TASK_NAME ran successfully"
+
+echo "--- wait up to ${MQTT_TIMEOUT}s for the worker to connect to the embedded MQTT broker"
+deadline=$((SECONDS + MQTT_TIMEOUT))
+until grep -q 'event=mqtt.connected' "$worker_log"; do
+	kill -0 "$worker_pid" 2>/dev/null || fail "runworker exited before connecting to MQTT"
+	[ "$SECONDS" -lt "$deadline" ] || fail "no event=mqtt.connected within ${MQTT_TIMEOUT}s"
+	sleep 1
+done
+echo "ok: $(grep -m1 'event=mqtt.connected' "$worker_log" | sed 's/.*event=/event=/')"
+"$PY" manage.py embedded status | grep -A1 '^MQTT'
 
 echo "--- SIGTERM; the worker must exit with code 0 within ${EXIT_TIMEOUT}s"
 kill -TERM "$worker_pid"

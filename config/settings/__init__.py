@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "alarm",
     "notifications",
     "realtime",
+    "services.integrations",
 ]
 
 MIDDLEWARE = [
@@ -142,8 +143,14 @@ REALTIME_TOKEN_MAX_AGE = _config(
 )
 
 # --- MQTT (used by the integrations) ------------------------------------------------------
+# The MQTT integration's default broker, when no admin configuration names one. Unset: the
+# worker starts the embedded amqtt broker the first time it needs MQTT (services.embedded);
+# "none" means no default (MQTT stays "not configured" until configured in the admin).
 MQTT_URL = env.get("MQTT_URL", "").strip()
-if MQTT_URL:
+EMBEDDED_MQTT = not MQTT_URL
+if MQTT_URL.lower() == "none":
+    MQTT_URL = ""
+elif MQTT_URL:
     MQTT_URL = _config(mqtt_url_ok, MQTT_URL)
 
 # --- Locale and time ----------------------------------------------------------------------

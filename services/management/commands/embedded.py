@@ -1,4 +1,5 @@
-"""``manage.py embedded status|stop|url``: look at, stop, or connect to the embedded servers."""
+"""``manage.py embedded status|stop|url``: look at, stop, or connect to the embedded servers
+(PostgreSQL, Redis, and the MQTT broker)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from services import embedded
 
 class Command(BaseCommand):
     help = (
-        "The embedded PostgreSQL and Redis used when DATABASE_URL / REDIS_URL are unset: "
-        "'status' shows whether they run, 'stop' stops both, 'url' prints the DATABASE_URL."
+        "The embedded PostgreSQL, Redis and MQTT broker used when DATABASE_URL / REDIS_URL / "
+        "MQTT_URL are unset: 'status' shows whether they run, 'stop' stops them all, 'url' "
+        "prints the DATABASE_URL."
     )
     # Stopping the servers must work even when the project's checks would fail.
     requires_system_checks: list[str] = []
@@ -42,5 +44,6 @@ class Command(BaseCommand):
         for name, stopped in (
             ("PostgreSQL", embedded.stop_postgres()),
             ("Redis", embedded.stop_redis()),
+            ("MQTT (amqtt)", embedded.stop_mqtt()),
         ):
             self.stdout.write(f"{name}: {'stopped' if stopped else 'was not running'}")
