@@ -64,7 +64,9 @@ class ForState:
 class Evaluation:
     value: bool
     fors: dict[str, ForState]  # every for node, by path
-    trace: dict[str, bool]  # every node's value, by path
+    # Every node's value, by the node's path (a for node's is where it sits, e.g.
+    # "conditions.all[1]"; its runtime's node is the path of its body, "conditions.all[1].for").
+    trace: dict[str, bool]
 
     def waiting(self) -> dict[str, datetime]:
         """The ``for`` nodes whose child holds but whose time has not come: path -> due."""
@@ -81,7 +83,7 @@ def evaluate(
 
     The empty tree (no conditions) holds.
     """
-    result = Evaluation(True, {}, {})
+    result = Evaluation(True, {}, {ROOT_PATH: True})
     if tree != {}:
         result.value = _node(tree, ROOT_PATH, entities, since, now, result)
     return result

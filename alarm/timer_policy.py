@@ -31,8 +31,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Literal
+from decimal import Decimal, InvalidOperation
+
+from services.timers import TimerHeap
 
 CHANNEL = "alarm_timers"
 RUNTIME, ACTION, ALARM = "runtime", "action", "alarm"
@@ -127,3 +129,59 @@ def on_deadline(due: datetime, wall_now: datetime) -> Wake:
     if short <= JUMP_TOLERANCE:
         return Wake(fire=False, wait=short)
     return Wake(fire=True, clock_jumped=True)
+
+
+class Schedule:
+    """The worker's copy of the timer tables: a heap of monotonic deadlines by ``(kind, id)``,
+    with each key's wall-clock due time. Pure: callers pass both clocks' readings."""
+
+    def __init__(self) -> None:
+        self._heap: TimerHeap[Key] = TimerHeap()
+        self._due: dict[Key, datetime] = {}
+
+    def set(self, key: Key, due: datetime, wall_now: datetime, mono_now: float) -> bool:
+        """Schedule (or move) ``key``; True when the earliest deadline moved earlier."""
+        return self.set_at(key, due, monotonic_deadline(due, wall_now, mono_now))
+
+    def set_at(self, key: Key, due: datetime, deadline: float) -> bool:
+        before = self._heap.next_deadline()
+        self._heap.schedule(key, deadline)
+        self._due[key] = due
+        return before is None or deadline < before
+
+    def cancel(self, key: Key) -> bool:
+        self._due.pop(key, None)
+        return self._heap.cancel(key)
+
+    def pop_ready(self, wall_now: datetime, mono_now: float) -> list[tuple[Key, datetime, bool]]:
+        """``(key, due, clock_jumped)`` of every timer to fire now, earliest first.
+
+        A key whose monotonic deadline passed but whose wall-clock time is a little ahead
+        stays, at the deadline the wall clock asks for (never early).
+        """
+        ready = []
+        for key, deadline in self._heap.pop_due(mono_now):
+            due = self._due.pop(key)
+            wake = on_deadline(due, wall_now)
+            if wake.fire:
+                ready.append((key, due, wake.clock_jumped))
+            else:
+                self.set_at(key, due, max(deadline, mono_now) + wake.wait)
+        return ready
+
+    def next_deadline(self) -> float | None:
+        """The earliest monotonic deadline, or None when nothing is scheduled."""
+        deadline: float | None = self._heap.next_deadline()
+        return deadline
+
+    def due_of(self, key: Key) -> datetime | None:
+        return self._due.get(key)
+
+    def overdue(self, wall_now: datetime) -> int:
+        return sum(1 for due in self._due.values() if due <= wall_now)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._heap
+
+    def __len__(self) -> int:
+        return len(self._heap)

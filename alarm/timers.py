@@ -31,11 +31,10 @@ from typing import Any
 import psycopg
 
 from alarm import timer_policy, timer_sql, timer_store
-from alarm.timer_policy import ACTION, Key, Notice, PayloadError
+from alarm.timer_policy import ACTION, Key, Notice, PayloadError, Schedule
 from services import db
 from services.clock import Clock
 from services.dbthread import AsyncStore
-from services.timers import TimerHeap
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +64,7 @@ class AlarmTimers:
         self._conninfo = conninfo
         self._orm = orm
         self.batch = batch
-        self.heap: TimerHeap[Key] = TimerHeap()
-        self._due: dict[Key, datetime] = {}  # the wall-clock due time of each heaped key
+        self.timers = Schedule()
         self._wake = asyncio.Event()
         self._reload_wanted = False
         self._replay: list[Notice] | None = None  # notices that arrived during a reload
@@ -82,7 +80,7 @@ class AlarmTimers:
 
     async def run(self, stopping: asyncio.Event) -> None:
         self._wake = asyncio.Event()
-        self.heap, self._due, self._replay = TimerHeap(), {}, None
+        self.timers, self._replay = Schedule(), None
         orm, own_orm = self._orm or AsyncStore(), self._orm is None
         conn = await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
         try:
@@ -138,21 +136,12 @@ class AlarmTimers:
 
     def _apply(self, notice: Notice) -> None:
         if notice.due is None:
-            self.heap.cancel(notice.key)
-            self._due.pop(notice.key, None)
-            return
-        before = self.heap.next_deadline()
-        self._schedule(notice.key, notice.due)
-        if before is None or self.heap.next_deadline() != before:
+            self.timers.cancel(notice.key)
+        elif self._schedule(notice.key, notice.due):
             self._wake.set()  # earlier than what we sleep for
 
-    def _schedule(self, key: Key, due: datetime, *, at_mono: float | None = None) -> None:
-        mono = self.clock.monotonic()
-        deadline = at_mono if at_mono is not None else timer_policy.monotonic_deadline(
-            due, self.clock.now(), mono
-        )  # fmt: skip
-        self.heap.schedule(key, deadline)
-        self._due[key] = due
+    def _schedule(self, key: Key, due: datetime) -> bool:
+        return self.timers.set(key, due, self.clock.now(), self.clock.monotonic())
 
     def _malformed(self, problem: str) -> None:
         self.malformed += 1
@@ -172,42 +161,37 @@ class AlarmTimers:
             rows = await timer_sql.load(conn)
         finally:
             replay, self._replay = self._replay, None
-        self.heap, self._due = TimerHeap(), {}
+        self.timers = Schedule()
         for row in rows:
             self._schedule((row.kind, row.id), row.due)
         for notice in replay:
             self._apply(notice)
         self.loads += 1
         self._progress.set()
-        overdue = sum(1 for due in self._due.values() if due <= self.clock.now())
         logger.info(
             "alarm timers loaded",
-            extra={"event": "alarm.timers_loaded", "timers": len(self.heap), "overdue": overdue},
+            extra={
+                "event": "alarm.timers_loaded",
+                "timers": len(self.timers),
+                "overdue": self.timers.overdue(self.clock.now()),
+            },
         )
 
     # --- firing ------------------------------------------------------------------------------
 
     def _pop_due(self) -> list[tuple[Key, datetime]]:
         """Keys whose monotonic deadline passed and whose wall-clock time has come."""
-        ready: list[tuple[Key, datetime]] = []
-        popped = self.heap.pop_due(self.clock.monotonic())
-        wall = self.clock.now()
-        for key, deadline in popped:
-            due = self._due.pop(key)
-            wake = timer_policy.on_deadline(due, wall)
-            if wake.fire:
-                if wake.clock_jumped:
-                    logger.warning(
-                        "wall clock behind a timer's monotonic deadline: firing on elapsed time",
-                        extra={"event": "alarm.clock_jumped", "kind": key[0], "id": key[1]},
-                    )
-                ready.append((key, due))
-            else:
-                self._schedule(key, due, at_mono=deadline + wake.wait)
-        return ready
+        ready = self.timers.pop_ready(self.clock.now(), self.clock.monotonic())
+        for key, _, jumped in ready:
+            if jumped:
+                logger.warning(
+                    "wall clock behind a timer's monotonic deadline: firing on elapsed time",
+                    extra={"event": "alarm.clock_jumped", "kind": key[0], "id": key[1]},
+                )
+        return [(key, due) for key, due, _ in ready]
 
     def _next_wall_deadline(self) -> datetime | None:
-        deadline = self.heap.next_deadline()
+        deadline = self.timers.next_deadline()
         if deadline is None:
             return None
         return self.clock.now() + timedelta(seconds=deadline - self.clock.monotonic())
@@ -276,8 +260,8 @@ class AlarmTimers:
                     "timer given up until the next reload",
                     extra={"event": "alarm.timer_given_up", "kind": key[0], "id": key[1]},
                 )
-            elif key not in self.heap:
-                self._schedule(key, when, at_mono=later)
+            elif key not in self.timers:
+                self.timers.set_at(key, when, later)
         self._wake.set()
 
     def _count(self, outcomes: Counter[str]) -> None:
@@ -312,7 +296,7 @@ class AlarmTimers:
     def health(self) -> dict[str, Any]:
         deadline = self._next_wall_deadline()
         return {
-            "timers": len(self.heap),
+            "timers": len(self.timers),
             "next_due_at": deadline.isoformat() if deadline else None,
             "fired": dict(self.outcomes),
             "orm_in_flight": len(self._orm_tasks),
