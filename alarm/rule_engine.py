@@ -86,11 +86,12 @@ def evaluate_for_entity(entity_id: str, now: datetime) -> int:
     return len(rules)
 
 
-def fire_runtime(runtime_id: int, due: datetime, now: datetime) -> str:
+def fire_runtime(runtime_id: int, due: datetime, now: datetime, late: float = 0.0) -> str:
     """The worker's ``runtime`` timer came due: re-check the rule. Returns what happened.
 
     ``due`` is the time the worker waited for; the row is taken only if it is still scheduled
     no later than that (a row moved later was rescheduled and is fired then, by its NOTIFY).
+    ``late``: seconds past the deadline by elapsed time (the stale policy's measure).
     """
     with transaction.atomic():
         rule_id = (
@@ -112,14 +113,13 @@ def fire_runtime(runtime_id: int, due: datetime, now: datetime) -> str:
         if not rule.enabled or seconds is None:
             runtime.delete()
             return "gone"
-        lateness = (now - due).total_seconds()
-        if timer_policy.verdict(timer_policy.RUNTIME, lateness) == "restart":
+        if timer_policy.verdict(timer_policy.RUNTIME, late) == "restart":
             # Entity states may be stale after a downtime: count the wait again from now.
             runtime.since, runtime.scheduled_for = now, now + timedelta(seconds=seconds)
             runtime.save(update_fields=["since", "scheduled_for", "updated_at"])
             logger.info(
                 "rule timer restarted after downtime",
-                extra={"event": "alarm.runtime_restarted", "rule": rule.pk, "late": lateness},
+                extra={"event": "alarm.runtime_restarted", "rule": rule.pk, "late": late},
             )
             return "restarted"
         # By elapsed time the wait is over, even if the wall clock was stepped back.

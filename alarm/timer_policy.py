@@ -4,7 +4,7 @@ Three kinds of durable timers live in three tables; each row is the truth, the w
 only a copy keyed by ``(kind, id)``:
 
 ========  ===================================  ==============================================
-kind      row, due column                      when due (``lateness`` = now - due)
+kind      row, due column                      when due (late: seconds since the deadline)
 ========  ===================================  ==============================================
 runtime   RuleRuntime.scheduled_for (a rule's  re-check the rule; its actions run if it now
           ``for`` node whose child holds)      holds. More than 60 s late (no worker ran): the
@@ -25,6 +25,8 @@ clock is read again: if it is still short of the due time by a little (rounding,
 timer waits for the rest, so it is never early by the wall clock either; if it is short by more
 than ``JUMP_TOLERANCE`` the wall clock was stepped back, and the timer fires on elapsed time,
 not an hour late. A wall clock stepped forward does not shorten a wait already computed.
+Lateness, for the stale policy, is elapsed (monotonic) time too: a step forward of the wall
+clock does not make a timer stale; a row already overdue when loaded counts from its due time.
 """
 
 from __future__ import annotations
@@ -131,6 +133,17 @@ def on_deadline(due: datetime, wall_now: datetime) -> Wake:
     return Wake(fire=True, clock_jumped=True)
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A timer to fire: ``late`` is the elapsed time since its deadline (monotonic, so a
+    wall-clock step does not make it look late; a row overdue at load counts from its due)."""
+
+    key: Key
+    due: datetime
+    late: float
+    clock_jumped: bool = False
+
+
 class Schedule:
     """The worker's copy of the timer tables: a heap of monotonic deadlines by ``(kind, id)``,
     with each key's wall-clock due time. Pure: callers pass both clocks' readings."""
@@ -153,8 +166,8 @@ class Schedule:
         self._due.pop(key, None)
         return self._heap.cancel(key)
 
-    def pop_ready(self, wall_now: datetime, mono_now: float) -> list[tuple[Key, datetime, bool]]:
-        """``(key, due, clock_jumped)`` of every timer to fire now, earliest first.
+    def pop_ready(self, wall_now: datetime, mono_now: float) -> list[Ready]:
+        """Every timer to fire now, earliest first.
 
         A key whose monotonic deadline passed but whose wall-clock time is a little ahead
         stays, at the deadline the wall clock asks for (never early).
@@ -164,7 +177,7 @@ class Schedule:
             due = self._due.pop(key)
             wake = on_deadline(due, wall_now)
             if wake.fire:
-                ready.append((key, due, wake.clock_jumped))
+                ready.append(Ready(key, due, mono_now - deadline, wake.clock_jumped))
             else:
                 self.set_at(key, due, max(deadline, mono_now) + wake.wait)
         return ready

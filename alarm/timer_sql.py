@@ -29,13 +29,13 @@ SELECT 'alarm', id, delay_until FROM alarm_alarmstate WHERE delay_until IS NOT N
 
 # The event written here must match alarm.action_runner.event_fields() (tested).
 FIRE_ACTIONS = """
-WITH k (id, due) AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(dues)s::timestamptz[])
+WITH k (id, due, late) AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(dues)s::timestamptz[], %(lates)s::float8[])
 ), due AS (
-    SELECT a.id, a.action, a.rule_id, a.fire_at,
+    SELECT a.id, a.action, a.rule_id, k.late,
         CASE
             WHEN a.rule_id IS NOT NULL AND r.enabled IS NOT TRUE THEN 'disabled'
-            WHEN %(now)s - a.fire_at > make_interval(secs => %(stale_after)s) THEN 'stale'
+            WHEN k.late > %(stale_after)s THEN 'stale'
             WHEN a.action ->> 'type' = 'emit_event'
                 AND jsonb_typeof(a.action -> 'message') = 'string'
                 AND coalesce(jsonb_typeof(a.action -> 'data'), 'object') = 'object'
@@ -54,8 +54,8 @@ WITH k (id, due) AS (
         finished_at = %(now)s,
         fired_by = CASE due.verdict WHEN 'fire' THEN %(worker)s ELSE '' END,
         reason = CASE due.verdict
-            WHEN 'stale' THEN 'stale: ' || round(extract(epoch from %(now)s - due.fire_at))
-                || ' s late (no worker ran when it was due)'
+            WHEN 'stale' THEN 'stale: ' || round(due.late::numeric) || ' s late (no worker ran '
+                || 'when it was due)'
             WHEN 'disabled' THEN 'rule disabled or deleted'
             ELSE '' END
     FROM due
@@ -90,21 +90,25 @@ async def load(conn: AsyncConnection[Any]) -> list[Scheduled]:
 
 async def fire_actions(
     conn: AsyncConnection[Any],
-    items: list[tuple[int, datetime]],
+    items: list[tuple[int, datetime, float]],
     *,
     now: datetime,
     worker: str,
     stale_after: float,
 ) -> dict[int, str]:
-    """Take the due pending actions ``(id, due)``; returns each taken row's verdict.
+    """Take the due pending actions ``(id, due, late)``; returns each taken row's verdict.
+
+    ``late``: seconds since the deadline the worker waited for, by elapsed time (a wall-clock
+    step is not lateness); more than ``stale_after`` and the row is cancelled as stale.
 
     ``fire``: fired here; ``stale`` / ``disabled``: cancelled here; ``orm``: still scheduled,
     for the ORM path. A row not returned was not taken (fired or cancelled already, or moved
     later: its NOTIFY puts it back on the heap).
     """
     params = {
-        "ids": [row_id for row_id, _ in items],
-        "dues": [due for _, due in items],
+        "ids": [row_id for row_id, _, _ in items],
+        "dues": [due for _, due, _ in items],
+        "lates": [late for _, _, late in items],
         "now": now,
         "worker": worker,
         "stale_after": stale_after,

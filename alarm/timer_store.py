@@ -25,7 +25,7 @@ from alarm.state_machine import NoChange, Refused, Transition
 
 logger = logging.getLogger(__name__)
 
-Item = tuple[str, int, datetime]  # (kind, id, due)
+Item = tuple[str, int, datetime, float]  # (kind, id, due, seconds late by elapsed time)
 
 
 def fire(items: list[Item], worker: str, now: Callable[[], datetime]) -> list[tuple[Item, str]]:
@@ -43,11 +43,11 @@ def fire(items: list[Item], worker: str, now: Callable[[], datetime]) -> list[tu
 
 
 def _fire_one(item: Item, worker: str, now: Callable[[], datetime]) -> str:
-    kind, row_id, due = item
+    kind, row_id, due, late = item
     if kind == timer_policy.ACTION:
-        return fire_pending_action(row_id, due, now(), worker)
+        return fire_pending_action(row_id, due, now(), worker, late)
     if kind == timer_policy.RUNTIME:
-        return rule_engine.fire_runtime(row_id, due, now())
+        return rule_engine.fire_runtime(row_id, due, now(), late)
     return _alarm_outcome(panel.complete_delay(due, now()))
 
 
@@ -57,8 +57,13 @@ def _alarm_outcome(outcome: Transition | Refused | NoChange) -> str:
     return "gone"
 
 
-def fire_pending_action(action_id: int, due: datetime, now: datetime, worker: str) -> str:
-    """Claim and run one pending action; returns fired / failed / stale / disabled / gone."""
+def fire_pending_action(
+    action_id: int, due: datetime, now: datetime, worker: str, late: float = 0.0
+) -> str:
+    """Claim and run one pending action; returns fired / failed / stale / disabled / gone.
+
+    ``late``: seconds past its deadline by elapsed time (the stale policy's measure).
+    """
     with transaction.atomic():
         pending = (
             PendingAction.objects.select_for_update(of=("self",))
@@ -69,11 +74,10 @@ def fire_pending_action(action_id: int, due: datetime, now: datetime, worker: st
         if pending is None:
             return "gone"
         pending.finished_at = now
-        lateness = (now - pending.fire_at).total_seconds()
         if pending.rule_id is not None and not (pending.rule and pending.rule.enabled):
             return _cancel(pending, "disabled", "rule disabled or deleted")
-        if timer_policy.verdict(timer_policy.ACTION, lateness) == "stale":
-            reason = f"stale: {round(lateness)} s late (no worker ran when it was due)"
+        if timer_policy.verdict(timer_policy.ACTION, late) == "stale":
+            reason = f"stale: {round(late)} s late (no worker ran when it was due)"
             return _cancel(pending, "stale", reason)
         problems = action_errors([pending.action])
         try:
@@ -102,7 +106,7 @@ def _cancel(pending: PendingAction, outcome: str, reason: str) -> str:
 
 def _failed(item: Item, exc: DatabaseError, now: datetime) -> str:
     """The timer's transaction failed: record why, without blocking the other timers."""
-    kind, row_id, _ = item
+    kind, row_id, *_ = item
     logger.error(
         "timer failed",
         exc_info=exc,

@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 
 from alarm import timer_policy, timer_sql, timer_store
-from alarm.timer_policy import ACTION, Key, Notice, PayloadError, Schedule
+from alarm.timer_policy import ACTION, Key, Notice, PayloadError, Ready, Schedule
 from services import db
 from services.clock import Clock
 from services.dbthread import AsyncStore
@@ -73,6 +73,7 @@ class AlarmTimers:
         self.outcomes: Counter[str] = Counter()  # what fired timers did; tests wait on it
         self._progress = asyncio.Event()
         self.loads = 0
+        self.sleeping = False  # waiting for a deadline or a notice (tests wait on it)
         self.malformed = 0
         self._malformed_logged_at = float("-inf")
 
@@ -116,7 +117,12 @@ class AlarmTimers:
             if due:
                 await self._fire(conn, orm, due)
                 continue
-            await self.clock.sleep_until(self._next_wall_deadline(), self._wake)
+            self.sleeping = True
+            self._progress.set()
+            try:
+                await self.clock.sleep_until(self._next_wall_deadline(), self._wake)
+            finally:
+                self.sleeping = False
 
     # --- notices -----------------------------------------------------------------------------
 
@@ -139,6 +145,7 @@ class AlarmTimers:
             self.timers.cancel(notice.key)
         elif self._schedule(notice.key, notice.due):
             self._wake.set()  # earlier than what we sleep for
+        self._progress.set()
 
     def _schedule(self, key: Key, due: datetime) -> bool:
         return self.timers.set(key, due, self.clock.now(), self.clock.monotonic())
@@ -179,16 +186,16 @@ class AlarmTimers:
 
     # --- firing ------------------------------------------------------------------------------
 
-    def _pop_due(self) -> list[tuple[Key, datetime]]:
-        """Keys whose monotonic deadline passed and whose wall-clock time has come."""
+    def _pop_due(self) -> list[Ready]:
+        """Timers whose monotonic deadline passed and whose wall-clock time has come."""
         ready = self.timers.pop_ready(self.clock.now(), self.clock.monotonic())
-        for key, _, jumped in ready:
-            if jumped:
+        for item in ready:
+            if item.clock_jumped:
                 logger.warning(
                     "wall clock behind a timer's monotonic deadline: firing on elapsed time",
-                    extra={"event": "alarm.clock_jumped", "kind": key[0], "id": key[1]},
+                    extra={"event": "alarm.clock_jumped", "kind": item.key[0], "id": item.key[1]},
                 )
-        return [(key, due) for key, due, _ in ready]
+        return ready
 
     def _next_wall_deadline(self) -> datetime | None:
         deadline = self.timers.next_deadline()
@@ -197,62 +204,63 @@ class AlarmTimers:
         return self.clock.now() + timedelta(seconds=deadline - self.clock.monotonic())
 
     async def _fire(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        orm: AsyncStore,
-        due: list[tuple[Key, datetime]],
+        self, conn: psycopg.AsyncConnection[Any], orm: AsyncStore, due: list[Ready]
     ) -> None:
-        actions = [(key[1], when) for key, when in due if key[0] == ACTION]
-        for_orm = [(key[0], key[1], when) for key, when in due if key[0] != ACTION]
+        actions = [item for item in due if item.key[0] == ACTION]
+        for_orm = [item for item in due if item.key[0] != ACTION]
         for start in range(0, len(actions), self.batch):
             chunk = actions[start : start + self.batch]
             verdicts = await self._fire_actions(conn, chunk)
-            for_orm += [(ACTION, i, when) for i, when in chunk if verdicts.get(i) == "orm"]
+            for_orm += [item for item in chunk if verdicts.get(item.key[1]) == "orm"]
         if for_orm:
             task = asyncio.create_task(self._fire_orm(orm, for_orm), name="alarm-timers-orm")
             self._orm_tasks.add(task)
             task.add_done_callback(self._orm_tasks.discard)
 
     async def _fire_actions(
-        self, conn: psycopg.AsyncConnection[Any], chunk: list[tuple[int, datetime]]
+        self, conn: psycopg.AsyncConnection[Any], chunk: list[Ready]
     ) -> dict[int, str]:
         try:
             verdicts = await timer_sql.fire_actions(
                 conn,
-                chunk,
+                [(item.key[1], item.due, item.late) for item in chunk],
                 now=self.clock.now(),
                 worker=self.worker_id,
                 stale_after=timer_policy.STALE_AFTER,
             )
         except psycopg.OperationalError:
-            self._retry([((ACTION, i), when) for i, when in chunk])
+            self._retry(chunk)
             raise  # the connection is gone: the runner restarts the component
         except psycopg.Error:
             logger.exception("batch of pending actions failed; firing them one by one",
                              extra={"event": "alarm.timer_batch_failed", "count": len(chunk)})  # fmt: skip
-            return {i: "orm" for i, _ in chunk}
+            return {item.key[1]: "orm" for item in chunk}
         names = {"fire": "fired"}
         self._count(Counter(f"action.{names.get(v, v)}" for v in verdicts.values() if v != "orm"))
         return verdicts
 
-    async def _fire_orm(self, orm: AsyncStore, items: list[timer_store.Item]) -> None:
+    async def _fire_orm(self, orm: AsyncStore, items: list[Ready]) -> None:
+        work = [(item.key[0], item.key[1], item.due, item.late) for item in items]
         try:
-            outcomes = await orm.call(timer_store.fire, items, self.worker_id, self.clock.now)
+            outcomes = await orm.call(timer_store.fire, work, self.worker_id, self.clock.now)
         except Exception:
             logger.exception(
                 "timers could not fire; retrying later",
                 extra={"event": "alarm.timer_retry", "count": len(items)},
             )
-            self._retry([((kind, i), when) for kind, i, when in items])
+            self._retry(items)
             return
-        for (kind, row_id, when), outcome in outcomes:
-            if outcome == "failed" and kind != ACTION:
-                self._retry([((kind, row_id), when)])  # a runtime or a delay must not be lost
-        self._count(Counter(f"{kind}.{outcome}" for (kind, _, _), outcome in outcomes))
+        for item, (_, outcome) in zip(items, outcomes, strict=True):
+            if outcome == "failed" and item.key[0] != ACTION:
+                self._retry([item])  # a runtime or a delay must not be lost
+            else:
+                self._retries.pop(item.key, None)
+        self._count(Counter(f"{kind}.{outcome}" for (kind, *_), outcome in outcomes))
 
-    def _retry(self, items: list[tuple[Key, datetime]]) -> None:
+    def _retry(self, items: list[Ready]) -> None:
         later = self.clock.monotonic() + RETRY_DELAY
-        for key, when in items:
+        for item in items:
+            key = item.key
             self._retries[key] += 1
             if self._retries[key] > MAX_RETRIES:
                 del self._retries[key]
@@ -261,7 +269,7 @@ class AlarmTimers:
                     extra={"event": "alarm.timer_given_up", "kind": key[0], "id": key[1]},
                 )
             elif key not in self.timers:
-                self.timers.set_at(key, when, later)
+                self.timers.set_at(key, item.due, later)
         self._wake.set()
 
     def _count(self, outcomes: Counter[str]) -> None:
@@ -284,12 +292,27 @@ class AlarmTimers:
     async def wait_outcomes(self, outcome: str, count: int) -> None:
         """Return once ``count`` timers had ``outcome``: ``"<kind>.<what>"``, e.g.
         ``action.fired``, ``action.stale``, ``runtime.fired``, ``alarm.triggered``."""
-        while self.outcomes[outcome] < count:
-            self._progress.clear()
-            await self._progress.wait()
+        await self.wait_until(lambda: self.outcomes[outcome] >= count)
 
     async def wait_loaded(self, loads: int = 1) -> None:
-        while self.loads < loads:
+        await self.wait_until(lambda: self.loads >= loads)
+
+    async def wait_scheduled(self, key: Key, due: datetime | None = None) -> None:
+        """Return once ``key`` is on the heap (due at ``due``, when given)."""
+        await self.wait_until(
+            lambda: key in self.timers and (due is None or self.timers.due_of(key) == due)
+        )
+
+    async def wait_quiet(self) -> None:
+        """Return once the loop sleeps and no fire is in flight on the ORM thread."""
+        while True:
+            await self._finish_orm()
+            await self.wait_until(lambda: self.sleeping)
+            if not self._orm_tasks:
+                return
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
             self._progress.clear()
             await self._progress.wait()
 

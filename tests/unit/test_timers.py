@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alarm.timer_policy import Schedule
+from alarm.timer_policy import Ready, Schedule
 from services.clock import FakeClock
 from services.timers import TimerHeap
 
@@ -195,7 +195,7 @@ def schedule_on(clock: FakeClock, *entries: tuple[tuple[str, int], float]) -> Sc
 
 
 def ready(schedule: Schedule, clock: FakeClock) -> list[tuple[str, int]]:
-    return [key for key, _, _ in schedule.pop_ready(clock.now(), clock.monotonic())]
+    return [item.key for item in schedule.pop_ready(clock.now(), clock.monotonic())]
 
 
 def test_schedule_fires_in_due_order_as_the_clock_advances() -> None:
@@ -236,11 +236,12 @@ def test_schedule_cancel_and_reschedule() -> None:
     assert ready(schedule, clock) == [("action", 3)]
 
 
-def test_overdue_timers_are_ready_at_once() -> None:
+def test_overdue_timers_are_ready_at_once_and_count_late_from_their_due() -> None:
     clock = FakeClock(T0)
     schedule = schedule_on(clock, (("action", 1), -120), (("action", 2), -1), (("action", 3), 1))
     assert schedule.overdue(clock.now()) == 2
-    assert ready(schedule, clock) == [("action", 1), ("action", 2)]
+    items = schedule.pop_ready(clock.now(), clock.monotonic())
+    assert [(item.key, item.late) for item in items] == [(("action", 1), 120.0), (("action", 2), 1.0)]
 
 
 def test_a_wall_clock_stepped_forward_does_not_fire_early() -> None:
@@ -251,8 +252,8 @@ def test_a_wall_clock_stepped_forward_does_not_fire_early() -> None:
     clock.advance(4.9)
     assert ready(schedule, clock) == []
     clock.advance(0.1)  # five real seconds have passed
-    [(key, due, jumped)] = schedule.pop_ready(clock.now(), clock.monotonic())
-    assert (key, due, jumped) == (("runtime", 1), at(5), False)
+    [item] = schedule.pop_ready(clock.now(), clock.monotonic())
+    assert item == Ready(("runtime", 1), at(5), 0.0, clock_jumped=False)  # not an hour late
 
 
 def test_a_wall_clock_stepped_back_does_not_fire_late() -> None:
@@ -260,8 +261,8 @@ def test_a_wall_clock_stepped_back_does_not_fire_late() -> None:
     schedule = schedule_on(clock, (("alarm", 1), 5))
     clock.jump_wall(-3600)
     clock.advance(5)
-    [(key, due, jumped)] = schedule.pop_ready(clock.now(), clock.monotonic())
-    assert (key, due, jumped) == (("alarm", 1), at(5), True)
+    [item] = schedule.pop_ready(clock.now(), clock.monotonic())
+    assert item == Ready(("alarm", 1), at(5), 0.0, clock_jumped=True)
 
 
 def test_a_wall_clock_a_little_behind_waits_for_the_rest() -> None:
