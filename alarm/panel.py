@@ -114,19 +114,15 @@ def _apply(
         _notify_triggered(settings.trigger_message, now, source)
     if status.state == state_machine.DISARMED:
         _cancel_armed_pending(now)
-    logger.info(
-        "alarm state changed",
-        extra={
-            "event": "alarm.state_changed",
-            "state_from": previous.state,
-            "state_to": status.state,
-            "source": source,
-        },
-    )
     snap = row.snapshot()
-    transaction.on_commit(
-        lambda: signals.alarm_state_changed.send(sender=AlarmState, snapshot=snap)
-    )
+    extra = {"event": "alarm.state_changed", "state_from": previous.state,
+             "state_to": status.state, "source": source}  # fmt: skip
+
+    def committed() -> None:
+        logger.info("alarm state changed", extra=extra)
+        signals.alarm_state_changed.send(sender=AlarmState, snapshot=snap)
+
+    transaction.on_commit(committed, robust=True)  # a failing receiver is logged, not raised
 
 
 def _notify_triggered(message: str, now: datetime, source: str) -> None:

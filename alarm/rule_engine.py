@@ -227,10 +227,9 @@ def _fire(
         result={"actions": results},
         error="; ".join(errors),
     )
-    logger.info(
-        "rule fired",
-        extra={"event": "alarm.rule_fired", "rule": rule.pk, "source": source, **cause},
-    )
+    extra = {"event": "alarm.rule_fired", "rule": rule.pk, "source": source, **cause}
+    # Logged once it is true: after the commit that records it.
+    transaction.on_commit(lambda: logger.info("rule fired", extra=extra), robust=True)
 
 
 def cancel_for_deleted_rule(rule_id: int) -> int:

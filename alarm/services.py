@@ -84,7 +84,8 @@ def update_entity_state(
         rules = rule_engine.evaluate_for_entity(entity_id, now)
         payload = entity_payload(entity)
         transaction.on_commit(
-            lambda: signals.entity_state_changed.send(sender=Entity, entity=payload)
+            lambda: signals.entity_state_changed.send(sender=Entity, entity=payload),
+            robust=True,  # a failing receiver is logged, never the caller's error
         )
     logger.debug(
         "entity state changed",

@@ -214,6 +214,13 @@ def refs_of(rule: Rule) -> set[str]:
     return set(rule.entity_refs.values_list("entity_id", flat=True))
 
 
+@pytest.fixture
+def declared() -> None:
+    """The entities these rules name: a rule refuses entity ids no Entity row has."""
+    for entity_id in ("a.one", "a.two", "b.three", "a.keep", "a.drop", "b.stays", "c.same"):
+        Entity.objects.create(entity_id=entity_id)
+
+
 @pytest.mark.parametrize(
     ("first", "second", "expected"),
     [
@@ -223,6 +230,7 @@ def refs_of(rule: Rule) -> set[str]:
         (leaf("a.one"), {"for": {"seconds": 5, "condition": leaf("b.three")}}, {"b.three"}),
     ],
 )
+@pytest.mark.usefixtures("declared")
 def test_rule_save_syncs_entity_refs(
     first: dict[str, Any], second: dict[str, Any], expected: set[str]
 ) -> None:
@@ -261,6 +269,7 @@ def test_rule_clean_reports_field_errors(
         assert error_fields == set()
 
 
+@pytest.mark.usefixtures("declared")
 def test_orphan_refs_go_and_unparseable_rules_keep_theirs() -> None:
     edited = Rule.objects.create(
         name="edited", conditions={"all": [leaf("a.keep"), leaf("a.drop")]}
