@@ -128,7 +128,9 @@ def enabled_providers() -> list[str]:
     from notifications.models import NotificationProvider
 
     return list(
-        NotificationProvider.objects.filter(enabled=True).order_by("name").values_list("name", flat=True)
+        NotificationProvider.objects.filter(enabled=True)
+        .order_by("name")
+        .values_list("name", flat=True)
     )
 
 

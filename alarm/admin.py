@@ -162,7 +162,7 @@ class AlarmStateAdmin(admin.ModelAdmin):
 
     list_display = ("state", "previous_state", "target_state", "changed_at", "changed_by",
                     "delay_kind", "delay_until")  # fmt: skip
-    readonly_fields = list_display + ("delay_seconds",)
+    readonly_fields = (*list_display, "delay_seconds")
     actions = (
         *(_panel_action(state_machine.Arm(mode), f"Arm {mode.removeprefix('armed_')}")
           for mode in state_machine.ARMED_MODES),

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 from decimal import Decimal, InvalidOperation
+from typing import Literal
 
 from services.timers import TimerHeap
 

@@ -232,8 +232,10 @@ class AlarmTimers:
             self._retry(chunk)
             raise  # the connection is gone: the runner restarts the component
         except psycopg.Error:
-            logger.exception("batch of pending actions failed; firing them one by one",
-                             extra={"event": "alarm.timer_batch_failed", "count": len(chunk)})  # fmt: skip
+            logger.exception(
+                "batch of pending actions failed; firing them one by one",
+                extra={"event": "alarm.timer_batch_failed", "count": len(chunk)},
+            )
             return {item.key[1]: "orm" for item in chunk}
         names = {"fire": "fired"}
         self._count(Counter(f"action.{names.get(v, v)}" for v in verdicts.values() if v != "orm"))

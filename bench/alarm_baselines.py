@@ -91,7 +91,7 @@ async def apscheduler_run(dbname: str, plan: Plan, start: float, out: Path) -> N
     await asyncio.sleep(max(start + max(plan.dues) + 3.0 - time.time(), 0))
     scheduler.shutdown(wait=False)
     await conn.close()
-    out.write_text(json.dumps(runs))
+    await asyncio.to_thread(out.write_text, json.dumps(runs))
 
 
 def poll(dbname: str, interval: float) -> None:

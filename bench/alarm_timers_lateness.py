@@ -163,8 +163,10 @@ def print_table(results: dict[str, dict[str, Any]], seconds: float) -> None:
         ("to commit p50/p99/max ms", lambda r: ac.fmt_stats(r["committed"])),
         ("to wake-up p50/p99/max ms", lambda r: ac.fmt_stats(r["wake"])),
         ("CPU s (% of a core)", lambda r: f"{r['cpu']:.1f} ({100 * r['cpu'] / seconds:.1f} %)"),
-        ("machine busy / others %", lambda r: f"{r['machine']['busy']:.0f} / "
-                                               f"{r['machine']['others']:.0f}"),  # fmt: skip
+        (
+            "machine busy / others %",
+            lambda r: f"{r['machine']['busy']:.0f} / {r['machine']['others']:.0f}",
+        ),
     ]
     goals = ["", "", "0", "0", "0", "0", "p99 <= 3, max <= 20", "p99 <= 5, max <= 20", "", "", ""]
     headers = ["", *results, "goal"]

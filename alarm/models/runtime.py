@@ -93,4 +93,6 @@ class PendingAction(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.action.get('type', '?')} of {self.rule_name or self.rule_id} at {self.fire_at}"
+        return (
+            f"{self.action.get('type', '?')} of {self.rule_name or self.rule_id} at {self.fire_at}"
+        )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from alarm.models import Entity, PendingAction, Rule, RuleRuntime
+from alarm.models import Entity, Rule, RuleRuntime
 from alarm.timers import AlarmTimers
 from services.clock import FakeClock
 from services.dbthread import AsyncStore
@@ -29,9 +29,7 @@ def event_action(message: str = "door open", **extra: Any) -> dict[str, Any]:
     return {"type": "emit_event", "message": message, **extra}
 
 
-def make_rule(
-    conditions: dict[str, Any], actions: list[dict[str, Any]], **fields: Any
-) -> Rule:
+def make_rule(conditions: dict[str, Any], actions: list[dict[str, Any]], **fields: Any) -> Rule:
     """A rule (its entities declared first: rules refuse unknown entity ids)."""
     from alarm.conditions import referenced_entity_ids
 
@@ -44,10 +42,6 @@ def make_rule(
 
 def runtime_of(rule_id: int, node: str = "conditions.for") -> RuleRuntime:
     return RuleRuntime.objects.get(rule_id=rule_id, node=node)
-
-
-def pending_rows() -> list[dict[str, Any]]:
-    return list(PendingAction.objects.order_by("id").values())
 
 
 class Worker:
@@ -116,11 +110,11 @@ async def quiet(alarm: Alarm) -> None:
             await worker.timers.wait_quiet()
 
 
-async def waited(awaitable: Awaitable[Any], timeout: float = 10.0) -> Any:
-    return await asyncio.wait_for(awaitable, timeout)
+async def waited(awaitable: Awaitable[Any], patience: float = 10.0) -> Any:
+    return await asyncio.wait_for(awaitable, patience)
 
 
-async def wait_total(alarm: Alarm, outcome: str, count: int, timeout: float = 10.0) -> int:
+async def wait_total(alarm: Alarm, outcome: str, count: int, patience: float = 10.0) -> int:
     """Return once the workers together had ``count`` timers with ``outcome``."""
 
     def total() -> int:
@@ -131,9 +125,9 @@ async def wait_total(alarm: Alarm, outcome: str, count: int, timeout: float = 10
         for worker in alarm.workers
     ]
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=patience, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
-    assert total() >= count, f"{total()} of {count} {outcome} within {timeout} s"
+    assert total() >= count, f"{total()} of {count} {outcome} within {patience} s"
     return total()

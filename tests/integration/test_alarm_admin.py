@@ -101,9 +101,7 @@ def test_disable_action_cancels_pending_actions(admin_client: Client) -> None:
     rule = Rule.objects.create(name="r")
     PendingAction.objects.create(rule=rule, action={"type": "emit_event", "message": "m"},
                                  fire_at=timezone.now() + timedelta(minutes=1))  # fmt: skip
-    response = admin_client.post(
-        url("rule"), {"action": "disable", "_selected_action": [rule.pk]}
-    )
+    response = admin_client.post(url("rule"), {"action": "disable", "_selected_action": [rule.pk]})
     assert response.status_code == 302
     assert Rule.objects.get().enabled is False
     assert PendingAction.objects.get().status == "cancelled"

@@ -107,10 +107,13 @@ def test_a_new_name_or_source_is_stored_without_counting_as_a_change(
 def test_no_signal_for_a_change_rolled_back(
     received: list[tuple[str, dict[str, Any]]], django_capture_on_commit_callbacks: Any
 ) -> None:
-    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):  # noqa: PT012
-        with transaction.atomic():
-            report("on")
-            raise RuntimeError("the caller's transaction fails")
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        report("on")
+        raise RuntimeError("the caller's transaction fails")
     assert received == []
     assert not Entity.objects.exists()
 
@@ -184,8 +187,8 @@ def test_a_rule_fires_once_per_rising_edge() -> None:
     assert log is not None
     assert log.trace == {"entity_id": DOOR, "value": True,
                          "nodes": {"conditions": True}}  # fmt: skip
-    assert log.result == {"actions": [{"type": "emit_event", "ok": True,
-                                       "event": AlarmEvent.objects.order_by("id")[0].pk}]}  # fmt: skip
+    first_event = AlarmEvent.objects.order_by("id")[0].pk
+    assert log.result == {"actions": [{"type": "emit_event", "ok": True, "event": first_event}]}
     assert AlarmEvent.objects.filter(message="opened", data={"rule": rule.pk}).count() == 2
 
 
@@ -200,7 +203,9 @@ def test_cooldown_is_honoured() -> None:
 
 def test_delayed_actions_become_pending_actions_with_the_alarm_state() -> None:
     services.arm("armed_home", at=at(-100))
-    rule = make_rule(DOOR_OPEN, [event_action("now"), {**event_action("later"), "delay_seconds": 30}])
+    rule = make_rule(
+        DOOR_OPEN, [event_action("now"), {**event_action("later"), "delay_seconds": 30}]
+    )
     report("on", 0)
     [row] = PendingAction.objects.all()
     assert (row.rule_id, row.rule_name, row.fire_at, row.status) == (

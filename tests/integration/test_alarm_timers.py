@@ -14,6 +14,7 @@ from django.db import connection
 
 from alarm import services
 from alarm.models import AlarmEvent, PendingAction, Rule, RuleActionLog, RuleRuntime
+from alarm.timers import AlarmTimers
 from services import db
 from tests.integration.alarm_support import (
     DOOR,
@@ -55,7 +56,7 @@ def events(message: str | None = None) -> list[dict[str, Any]]:
     found = AlarmEvent.objects.order_by("id")
     if message is not None:
         found = found.filter(message=message)
-    return list(found.values("message", "data", "event_type"))
+    return [dict(row) for row in found.values("message", "data", "event_type")]
 
 
 def pending(fire_at: Any, action: dict[str, Any] | None = None, **fields: Any) -> int:
@@ -91,9 +92,7 @@ async def test_door_open_for_5_s_fires_at_5_s_with_no_other_event(
     assert ("runtime", runtime.pk) not in timers.timers
 
 
-async def test_the_condition_turning_false_cancels_the_timer(
-    alarm: Alarm, db_call: DbCall
-) -> None:
+async def test_the_condition_turning_false_cancels_the_timer(alarm: Alarm, db_call: DbCall) -> None:
     timers = await alarm.start()
     rule = await db_call(make_rule, door_open_for(5), [event_action()])
     await db_call(open_door, alarm)
@@ -134,7 +133,9 @@ async def test_a_timer_scheduled_by_plain_sql_from_another_connection_fires(
 ) -> None:
     timers = await alarm.start()
     action = json.dumps(event_action("from sql", data={"zone": 3}))
-    async with await psycopg.AsyncConnection.connect(db.conninfo("test-other"), autocommit=True) as other:
+    async with await psycopg.AsyncConnection.connect(
+        db.conninfo("test-other"), autocommit=True
+    ) as other:
         cursor = await other.execute(INSERT_ACTION, {"action": action, "fire_at": alarm.at(3)})
         (pk,) = await cursor.fetchone() or (None,)
     await waited(timers.wait_scheduled(("action", pk), alarm.at(3)))  # by NOTIFY, at once
@@ -162,9 +163,7 @@ async def test_timers_that_came_due_while_no_worker_ran_fire_at_start(
     assert (await db_call(runtime_of, rule.pk)).status == "holding"
 
 
-async def test_stale_policy_per_kind_after_a_long_downtime(
-    alarm: Alarm, db_call: DbCall
-) -> None:
+async def test_stale_policy_per_kind_after_a_long_downtime(alarm: Alarm, db_call: DbCall) -> None:
     rule = await db_call(make_rule, door_open_for(3), [event_action("door")])
     await db_call(open_door, alarm)
     action = await db_call(pending, alarm.at(2))
@@ -204,19 +203,25 @@ async def test_two_workers_fire_each_timer_exactly_once(alarm: Alarm, db_call: D
 
     pks = await db_call(schedule)
     for timers in (first, second):
-        await waited(timers.wait_until(lambda t=timers: len(t.timers) == len(pks)))
+        await waited(heap_holds(timers, len(pks)))
     alarm.clock.advance(2)
 
     await wait_total(alarm, "action.fired", len(pks))
     await quiet(alarm)
     assert first.outcomes["action.fired"] + second.outcomes["action.fired"] == len(pks)
-    statuses = await db_call(lambda: Counter(PendingAction.objects.values_list("status", flat=True)))
+    statuses = await db_call(
+        lambda: Counter(PendingAction.objects.values_list("status", flat=True))
+    )
     assert statuses == {"fired": len(pks)}
     per_action = await db_call(
         lambda: Counter(AlarmEvent.objects.values_list("data__pending_action", flat=True))
     )
     assert len(per_action) == 150 and set(per_action.values()) == {1}
     assert await db_call(delivery_count) == 10
+
+
+async def heap_holds(timers: AlarmTimers, count: int) -> None:
+    await timers.wait_until(lambda: len(timers.timers) == count)
 
 
 def make_provider(name: str, enabled: bool = True) -> str:
@@ -234,9 +239,7 @@ def delivery_count() -> int:
     return NotificationDelivery.objects.count()
 
 
-async def test_a_notify_action_goes_through_the_outbox_once(
-    alarm: Alarm, db_call: DbCall
-) -> None:
+async def test_a_notify_action_goes_through_the_outbox_once(alarm: Alarm, db_call: DbCall) -> None:
     from notifications.models import NotificationDelivery
 
     timers = await alarm.start()

@@ -6,7 +6,7 @@ import pytest
 
 from alarm.actions import action_errors, delay_of, provider_names
 
-NOTIFY = {"type": "notify", "message": "Door open"}
+NOTIFY: dict[str, Any] = {"type": "notify", "message": "Door open"}
 
 
 @pytest.mark.parametrize(
@@ -64,6 +64,6 @@ def test_invalid_actions_name_their_path(actions: object, messages: list[str]) -
 
 
 def test_delay_of_and_provider_names() -> None:
-    actions = [NOTIFY, {**NOTIFY, "provider": "phone", "delay_seconds": 30}]
+    actions: list[dict[str, Any]] = [NOTIFY, {**NOTIFY, "provider": "phone", "delay_seconds": 30}]
     assert [delay_of(a) for a in actions] == [0, 30]
     assert provider_names(actions) == {"phone"}

@@ -112,9 +112,7 @@ def test_a_for_node_starts_waiting_when_its_child_holds() -> None:
         (ago(3600), "holding", True),
     ],
 )
-def test_a_for_node_holds_once_its_time_has_come(
-    since: datetime, status: str, value: bool
-) -> None:
+def test_a_for_node_holds_once_its_time_has_come(since: datetime, status: str, value: bool) -> None:
     result = evaluate(door_open_for(30), states(door="on"), {"conditions.for": since}, NOW)
     assert result.fors["conditions.for"].status == status
     assert result.fors["conditions.for"].since == since  # kept, not restarted

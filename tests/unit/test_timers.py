@@ -241,7 +241,10 @@ def test_overdue_timers_are_ready_at_once_and_count_late_from_their_due() -> Non
     schedule = schedule_on(clock, (("action", 1), -120), (("action", 2), -1), (("action", 3), 1))
     assert schedule.overdue(clock.now()) == 2
     items = schedule.pop_ready(clock.now(), clock.monotonic())
-    assert [(item.key, item.late) for item in items] == [(("action", 1), 120.0), (("action", 2), 1.0)]
+    assert [(item.key, item.late) for item in items] == [
+        (("action", 1), 120.0),
+        (("action", 2), 1.0),
+    ]
 
 
 def test_a_wall_clock_stepped_forward_does_not_fire_early() -> None:
