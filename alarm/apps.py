@@ -21,9 +21,15 @@ class AlarmConfig(AppConfig):
         pre_delete.connect(_cancel_pending_of_deleted_rule, sender=Rule, dispatch_uid="alarm")
 
     def worker_components(self, ctx: WorkerContext) -> list[Component]:
+        from alarm import wakeup
         from alarm.timers import AlarmTimers
+        from services.clock import RealClock
 
-        return [AlarmTimers(ctx.clock, ctx.worker_id, ctx.listener.subscribe)]
+        clock = ctx.clock
+        # The real clock wakes the component on a timerfd: the loop's own timers round up to ms.
+        precise = isinstance(clock, RealClock) and wakeup.available()
+        sleeper = wakeup.PreciseSleeper(clock) if isinstance(clock, RealClock) and precise else None
+        return [AlarmTimers(clock, ctx.worker_id, ctx.listener.subscribe, sleeper=sleeper)]
 
 
 def _cancel_pending_of_deleted_rule(sender: Any, instance: Any, **kwargs: Any) -> None:

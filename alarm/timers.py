@@ -32,6 +32,7 @@ import psycopg
 
 from alarm import timer_policy, timer_sql, timer_store
 from alarm.timer_policy import ACTION, Key, Notice, PayloadError, Ready, Schedule
+from alarm.wakeup import PreciseSleeper
 from services import db
 from services.clock import Clock
 from services.dbthread import AsyncStore
@@ -57,6 +58,7 @@ class AlarmTimers:
         conninfo: Callable[[], str] = lambda: db.conninfo(APPLICATION_NAME),
         orm: AsyncStore | None = None,
         batch: int = BATCH,
+        sleeper: PreciseSleeper | None = None,
     ) -> None:
         self.clock = clock
         self.worker_id = worker_id
@@ -64,6 +66,8 @@ class AlarmTimers:
         self._conninfo = conninfo
         self._orm = orm
         self.batch = batch
+        self._sleeper = sleeper
+        self._sleep_until = sleeper.sleep_until if sleeper else clock.sleep_until
         self.timers = Schedule()
         self._wake = asyncio.Event()
         self._reload_wanted = False
@@ -99,6 +103,8 @@ class AlarmTimers:
             await conn.close()
             if own_orm:
                 await orm.close()
+            if self._sleeper:
+                self._sleeper.close()
 
     async def _relay(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
@@ -120,7 +126,7 @@ class AlarmTimers:
             self.sleeping = True
             self._progress.set()
             try:
-                await self.clock.sleep_until(self._next_wall_deadline(), self._wake)
+                await self._sleep_until(self._next_wall_deadline(), self._wake)
             finally:
                 self.sleeping = False
 
