@@ -27,8 +27,9 @@ class AlarmConfig(AppConfig):
 
         clock = ctx.clock
         # The real clock wakes the component on a timerfd: the loop's own timers round up to ms.
-        precise = isinstance(clock, RealClock) and wakeup.available()
-        sleeper = wakeup.PreciseSleeper(clock) if isinstance(clock, RealClock) and precise else None
+        sleeper = None
+        if isinstance(clock, RealClock) and wakeup.available():
+            sleeper = wakeup.PreciseSleeper(clock)
         return [AlarmTimers(clock, ctx.worker_id, ctx.listener.subscribe, sleeper=sleeper)]
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -44,8 +45,8 @@ from bench import alarm_common as ac
 from bench import common
 from bench.outbox_common import MachineLoad, machine_line
 
-import os
-
+# NO_RECORDER=1: no LISTEN connection of the benchmark's own (no "to commit" figures), to see
+# how much the measuring costs the subjects on a busy machine.
 RECORD = not os.environ.get("NO_RECORDER")
 GOALS = {"start p99": 3.0, "committed p99": 5.0, "max": 20.0}
 

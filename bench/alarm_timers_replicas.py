@@ -60,7 +60,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         ("missed", lambda r: r["missed"]),
         ("duplicates", lambda r: r["duplicates"]),
         ("early", lambda r: r["early"]),
-        ("fired per replica", lambda r: " + ".join(str(n) for n in sorted(r["by_worker"].values()))),
+        ("fired per replica", lambda r: " + ".join(map(str, sorted(r["by_worker"].values())))),
         ("to start p50/p99/max ms", lambda r: ac.fmt_stats(r["start"])),
         ("to commit p50/p99/max ms", lambda r: ac.fmt_stats(r["committed"])),
         ("CPU s, all replicas", lambda r: f"{r['cpu']:.1f}"),

@@ -15,7 +15,6 @@ import itertools
 from collections.abc import Hashable
 from typing import Any
 
-
 # One heap entry: (due, seq, key). A plain tuple, not an object: tuples of atomic values are
 # untracked by the garbage collector, so 100,000 pending timers add nothing to a full
 # collection's pause. ``seq`` breaks ties (schedule order) and keeps keys from being compared.

@@ -33,8 +33,9 @@ class Rule(models.Model):
     a rule that silently never fires. A rule may still name a device before the device
     reports: declare the entity first (admin, Entities, source "Manual"); the integration's
     first report then updates that row. Refs stay strings (not foreign keys): deleting an
-    entity later leaves its rules working for when it comes back. Likewise a ``notify`` action
-    naming a provider that does not exist is refused.
+    entity later leaves its rules working for when it comes back, and saving such a rule again
+    (disabling it, say) is not refused for the ids it already named. Likewise a ``notify``
+    action naming a provider that does not exist is refused.
     """
 
     name = models.CharField(max_length=200)
@@ -66,7 +67,7 @@ class Rule(models.Model):
     def definition_errors(self) -> dict[str, list[str]]:
         """Problems of conditions, actions and cooldown, by field; empty when valid."""
         errors: dict[str, list[str]] = {}
-        if problems := _condition_problems(self.conditions):
+        if problems := _condition_problems(self.conditions, self.pk):
             errors["conditions"] = problems
         if problems := _action_problems(self.actions):
             errors["actions"] = problems
@@ -90,7 +91,7 @@ class Rule(models.Model):
             rule_engine.rule_saved(self, before, timezone.now())
 
 
-def _condition_problems(conditions: object) -> list[str]:
+def _condition_problems(conditions: object, rule_id: int | None) -> list[str]:
     if not isinstance(conditions, dict):
         return [f"conditions must be a dict, got {type(conditions).__name__}"]
     if conditions == {}:
@@ -103,6 +104,14 @@ def _condition_problems(conditions: object) -> list[str]:
     from alarm.models.entities import Entity
 
     known = set(Entity.objects.filter(entity_id__in=wanted).values_list("entity_id", flat=True))
+    if rule_id is not None and wanted - known:
+        # Ids the stored rule already names stay valid (their entity may have been deleted
+        # since): only a newly introduced id must be known.
+        known |= set(
+            RuleEntityRef.objects.filter(rule_id=rule_id, entity_id__in=wanted - known).values_list(
+                "entity_id", flat=True
+            )
+        )
     return [
         f"{path}.entity_id: unknown entity {leaf['entity_id']!r}: no integration has reported "
         "it and it is not declared under Entities (declare it there, source Manual, to name a "

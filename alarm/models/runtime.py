@@ -93,6 +93,5 @@ class PendingAction(models.Model):
         ]
 
     def __str__(self) -> str:
-        return (
-            f"{self.action.get('type', '?')} of {self.rule_name or self.rule_id} at {self.fire_at}"
-        )
+        kind = self.action.get("type", "?") if isinstance(self.action, dict) else "?"
+        return f"{kind} of {self.rule_name or self.rule_id} at {self.fire_at}"

@@ -339,3 +339,13 @@ def test_snapshot_is_one_query_and_the_signal_carries_it(
         "delay": {"kind": "exit", "until": at(60).isoformat(), "seconds": 60},
     }  # fmt: skip
     assert received == [("alarm", snapshot)]
+
+
+def test_a_rule_whose_entity_was_deleted_can_still_be_saved_but_not_given_new_unknowns() -> None:
+    rule = make_rule(DOOR_OPEN, [event_action()])
+    Entity.objects.filter(entity_id=DOOR).delete()
+    rule.enabled = False
+    rule.save()  # the id it already named stays valid
+    rule.conditions = {"all": [DOOR_OPEN, {"entity_id": "binary_sensor.new", "equals": "on"}]}
+    with pytest.raises(ValidationError, match=r"conditions\.all\[1\]\.entity_id: unknown entity"):
+        rule.save()
