@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from datetime import datetime
+from typing import Any
 
 from services.clock import RealClock
 
+# The timerfd functions are new in Python 3.13; the project supports 3.12 (and type-checks as
+# 3.12), so they are looked up at run time.
+_os: Any = os
+
 
 def available() -> bool:
-    return hasattr(os, "timerfd_create")
+    return hasattr(_os, "timerfd_create")
 
 
 class PreciseSleeper:
@@ -50,22 +56,21 @@ class PreciseSleeper:
             if not rang.done():
                 rang.set_result(None)
 
-        os.timerfd_settime(fd, initial=timeout)
+        _os.timerfd_settime(fd, initial=timeout)
         loop.add_reader(fd, on_readable)
-        woken = asyncio.ensure_future(wake.wait())
+        woken: asyncio.Future[Any] = asyncio.ensure_future(wake.wait())
+        waiters: set[asyncio.Future[Any]] = {rang, woken}
         try:
-            await asyncio.wait({rang, woken}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             loop.remove_reader(fd)
-            os.timerfd_settime(fd, initial=0)  # disarm
+            _os.timerfd_settime(fd, initial=0)  # disarm
             woken.cancel()
 
     def _timerfd(self) -> int:
         if self._fd is None:
-            import time
-
-            flags = os.TFD_NONBLOCK | os.TFD_CLOEXEC
-            self._fd = os.timerfd_create(time.CLOCK_MONOTONIC, flags=flags)
+            flags = _os.TFD_NONBLOCK | _os.TFD_CLOEXEC
+            self._fd = int(_os.timerfd_create(time.CLOCK_MONOTONIC, flags=flags))
         return self._fd
 
     def close(self) -> None:
