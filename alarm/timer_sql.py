@@ -34,6 +34,8 @@ WITH k (id, due, late) AS (
 ), due AS (
     SELECT a.id, a.action, a.rule_id, k.late,
         CASE
+            WHEN a.status <> 'scheduled' THEN 'gone'  -- fired or cancelled meanwhile
+            WHEN a.fire_at > k.due THEN 'moved'  -- rescheduled later: its NOTIFY re-heaps it
             WHEN a.rule_id IS NOT NULL AND r.enabled IS NOT TRUE THEN 'disabled'
             WHEN k.late > %(stale_after)s THEN 'stale'
             WHEN a.action ->> 'type' = 'emit_event'
@@ -45,7 +47,12 @@ WITH k (id, due, late) AS (
     FROM alarm_pendingaction AS a
     JOIN k ON k.id = a.id
     LEFT JOIN alarm_rule AS r ON r.id = a.rule_id
-    WHERE a.status = 'scheduled' AND a.fire_at <= k.due
+    -- The primary key is the only way in: with "status = 'scheduled'" here, a table without
+    -- statistics yet (a fresh install) gets a plan through the partial index of scheduled
+    -- rows, scanning them all per fire. The status and due checks are in the CASE above,
+    -- computed on the row as locked (after waiting for a replica that holds it, its latest
+    -- version), so a row another replica fired meanwhile is 'gone'.
+    WHERE a.id = ANY(%(ids)s::bigint[])
     ORDER BY a.id
     FOR UPDATE OF a
 ), done AS (
@@ -59,7 +66,7 @@ WITH k (id, due, late) AS (
             WHEN 'disabled' THEN 'rule disabled or deleted'
             ELSE '' END
     FROM due
-    WHERE p.id = due.id AND due.verdict <> 'orm'
+    WHERE p.id = due.id AND due.verdict IN ('fire', 'stale', 'disabled')
     RETURNING p.id
 ), events AS (
     INSERT INTO alarm_alarmevent
@@ -72,7 +79,7 @@ WITH k (id, due, late) AS (
     WHERE due.verdict = 'fire'
     RETURNING id
 )
-SELECT due.id, due.verdict FROM due
+SELECT due.id, due.verdict FROM due WHERE due.verdict NOT IN ('gone', 'moved')
 """
 
 
