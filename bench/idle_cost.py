@@ -20,10 +20,10 @@ idle backend's counters up to 10 s late), both are measured over the same ``--se
 * CPU %: psutil user+system of the process (all threads) over wall time;
 * log lines written during the window (stdout+stderr, INFO level);
 * wake-ups: voluntary + involuntary context switches summed over ``/proc/<pid>/task/*/status``;
-* the worker's held connections by ``application_name`` (expected 4: the ORM's bookkeeping
-  connection, ``alarm-worker-listener``, ``alarm-worker-outbox`` and ``alarm-worker-timers``)
-  with their last statement, and the outbox's ``drains`` counter from ``/healthz`` before and
-  after the window (read outside it).
+* the worker's held connections by ``application_name`` (expected 3: the ORM's bookkeeping
+  connection, ``alarm-worker-listener`` and ``alarm-worker-outbox``) with their last statement,
+  and the outbox's ``drains`` counter from ``/healthz`` before and after the window (read
+  outside it).
 
 Run: ``.venv/bin/python bench/idle_cost.py`` (120 s), ``--seconds 20`` for a quick run.
 Needs PostgreSQL at ``BENCH_PG_URL`` (default postgresql://postgres@127.0.0.1:5432); creates
@@ -262,7 +262,7 @@ def report(worker: Subject, poller: Subject, interval: float, seconds: float) ->
         ["new connections (sessions delta)", day(w["sessions"], w["wall"]),
          day(p["sessions"], p["wall"]), "0"],
         ["connections held (at start / max)", f"{w['held_t0']} / {w['held_max']}",
-         f"{p['held_t0']} / {p['held_max']}", "4 (ORM, LISTEN, outbox, timers)"],
+         f"{p['held_t0']} / {p['held_max']}", "3 (ORM, LISTEN, outbox)"],
         ["CPU % of one core", f"{w['cpu_pct']:.3f} ({w['cpu_s']:.2f} s)",
          f"{p['cpu_pct']:.3f} ({p['cpu_s']:.2f} s)", "< 0.1"],
         ["log lines (INFO)", day(w["lines"], w["wall"]), day(p["lines"], p["wall"]), "0"],
