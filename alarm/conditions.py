@@ -31,6 +31,7 @@ COMBINATOR_KEYS = (*BRANCH_KEYS, "not", "for")
 LEAF_OPERATORS = frozenset({"equals", "not_equals", "in", "not_in", "above", "below"})
 LEAF_KEYS = frozenset({"entity_id", "attribute"}) | LEAF_OPERATORS
 FOR_KEYS = frozenset({"seconds", "condition"})
+MAX_FOR_SECONDS = 7 * 24 * 3600  # a week; also keeps NaN and infinity out
 
 
 class ConditionError(ValueError):
@@ -64,6 +65,18 @@ def domain_of(entity_id: str) -> str:
     return entity_id.split(".", 1)[0]
 
 
+def for_nodes(tree: object, path: str = ROOT_PATH) -> dict[str, float]:
+    """The path and seconds of every ``for`` node, e.g. ``{"conditions.all[1].for": 30}``.
+
+    Raises ConditionError on a bad shape.
+    """
+    found: dict[str, float] = {}
+    if tree != {}:
+        for _ in iter_leaf_paths(tree, path, found):
+            pass
+    return found
+
+
 def referenced_entity_ids(tree: object, path: str = ROOT_PATH) -> set[str]:
     """Every entity id the tree's leaves reference. Raises ConditionError on a bad shape."""
     if tree == {}:
@@ -73,21 +86,35 @@ def referenced_entity_ids(tree: object, path: str = ROOT_PATH) -> set[str]:
 
 def iter_leaves(node: object, path: str = ROOT_PATH) -> Iterator[dict[str, Any]]:
     """Walk the tree depth-first, checking each node's shape, and yield its leaves."""
+    for _, leaf in iter_leaf_paths(node, path):
+        yield leaf
+
+
+def iter_leaf_paths(
+    node: object, path: str = ROOT_PATH, fors: dict[str, float] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Like ``iter_leaves``, yielding ``(path, leaf)``.
+
+    ``fors``, when given, collects the path and seconds of every ``for`` node on the way.
+    """
     if not isinstance(node, dict):
         raise ConditionError(path, f"expected a dict node, got {type(node).__name__}")
     if "entity_id" in node:
         _check_leaf(node, path)
-        yield node
+        yield path, node
         return
     key = _combinator_key(node, path)
     child_path = f"{path}.{key}"
     body = node[key]
     if key in BRANCH_KEYS:
-        yield from _iter_branch(body, child_path)
+        yield from _iter_branch(body, child_path, fors)
     elif key == "not":
-        yield from iter_leaves(body, child_path)
+        yield from iter_leaf_paths(body, child_path, fors)
     else:
-        yield from iter_leaves(_for_condition(body, child_path), f"{child_path}.condition")
+        condition = _for_condition(body, child_path)
+        if fors is not None:
+            fors[child_path] = body["seconds"]
+        yield from iter_leaf_paths(condition, f"{child_path}.condition", fors)
 
 
 def _combinator_key(node: dict[str, Any], path: str) -> str:
@@ -103,11 +130,13 @@ def _combinator_key(node: dict[str, Any], path: str) -> str:
     return found[0]
 
 
-def _iter_branch(children: object, path: str) -> Iterator[dict[str, Any]]:
+def _iter_branch(
+    children: object, path: str, fors: dict[str, float] | None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     if not isinstance(children, list) or not children:
         raise ConditionError(path, "expected a non-empty list of nodes")
     for index, child in enumerate(children):
-        yield from iter_leaves(child, f"{path}[{index}]")
+        yield from iter_leaf_paths(child, f"{path}[{index}]", fors)
 
 
 def _for_condition(body: object, path: str) -> object:
@@ -118,8 +147,14 @@ def _for_condition(body: object, path: str) -> object:
     if unknown := sorted(set(body) - FOR_KEYS):
         raise ConditionError(path, f"unknown keys {unknown}")
     seconds = body["seconds"]
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-        raise ConditionError(f"{path}.seconds", f"expected a number >= 0, got {seconds!r}")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds <= MAX_FOR_SECONDS
+    ):
+        raise ConditionError(
+            f"{path}.seconds", f"expected a number from 0 to {MAX_FOR_SECONDS}, got {seconds!r}"
+        )
     return body["condition"]
 
 
@@ -132,3 +167,25 @@ def _check_leaf(leaf: dict[str, Any], path: str) -> None:
         raise ConditionError(path, f"a leaf needs one of {sorted(LEAF_OPERATORS)}")
     if "attribute" in leaf and not (isinstance(leaf["attribute"], str) and leaf["attribute"]):
         raise ConditionError(f"{path}.attribute", "expected a non-empty string")
+    for operator in sorted(LEAF_OPERATORS & set(leaf)):
+        if problem := _operand_problem(operator, leaf[operator]):
+            raise ConditionError(f"{path}.{operator}", problem)
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _operand_problem(operator: str, operand: object) -> str | None:
+    """Why ``operand`` does not fit ``operator``, or None when it does."""
+    if operator in ("above", "below"):
+        if isinstance(operand, bool) or not isinstance(operand, int | float):
+            return f"expected a number, got {operand!r}"
+    elif operator in ("in", "not_in"):
+        if not isinstance(operand, list) or not operand:
+            return f"expected a non-empty list of values, got {operand!r}"
+        if not all(_is_scalar(item) for item in operand):
+            return "expected a list of text, numbers, true/false or null"
+    elif not _is_scalar(operand):
+        return f"expected text, a number, true/false or null, got {type(operand).__name__}"
+    return None

@@ -12,6 +12,12 @@ ALARM_EVENTS_RETENTION = declare(
     30,
     "Days of alarm history to keep; cleanup_old_events deletes older events. <= 0 keeps all.",
 )
+PENDING_ACTIONS_RETENTION = declare(
+    "retention.pending_actions_days",
+    14,
+    "Days to keep pending actions that fired, failed or were cancelled; "
+    "cleanup_finished_pending_actions deletes older ones. <= 0 keeps all.",
+)
 RULE_ACTION_LOGS_RETENTION = declare(
     "retention.rule_action_logs_days",
     14,

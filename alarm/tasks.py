@@ -7,8 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from alarm.conditions import ConditionError, referenced_entity_ids
-from alarm.models import AlarmEvent, Rule, RuleActionLog, RuleEntityRef
-from alarm.settings import ALARM_EVENTS_RETENTION, RULE_ACTION_LOGS_RETENTION
+from alarm.models import AlarmEvent, PendingAction, Rule, RuleActionLog, RuleEntityRef
+from alarm.settings import (
+    ALARM_EVENTS_RETENTION,
+    PENDING_ACTIONS_RETENTION,
+    RULE_ACTION_LOGS_RETENTION,
+)
 from services.registry import task
 from services.schedules import DailyAt
 from services.tasks import (
@@ -40,6 +44,22 @@ def cleanup_rule_action_logs(slot: datetime | None = None) -> dict[str, Any]:
         RULE_ACTION_LOGS_RETENTION.key,
         RuleActionLog.objects.all(),
         "fired_at",
+        resolve_slot(slot),
+    )
+
+
+@task(DailyAt(3, 35), tags=MAINTENANCE_TAGS, retries=2, timeout=600)
+def cleanup_finished_pending_actions(slot: datetime | None = None) -> dict[str, Any]:
+    """Delete finished pending actions older than the retention (retention.pending_actions_days).
+
+    Only rows that fired, failed or were cancelled, by when they finished: a scheduled one is
+    a live timer, however old.
+    """
+    return delete_older_than(
+        "cleanup_finished_pending_actions",
+        PENDING_ACTIONS_RETENTION.key,
+        PendingAction.objects.exclude(status=PendingAction.Status.SCHEDULED),
+        "finished_at",
         resolve_slot(slot),
     )
 

@@ -8,6 +8,7 @@ clock, the ORM store, the executor, the one LISTEN connection).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -106,6 +107,9 @@ async def serve(only: Iterable[str] = (), exclude: Iterable[str] = ()) -> int:
     ctx = build_context()
     components: list[Component] = [ctx.listener, *select(available_components(ctx), only, exclude)]
     runner = Runner(components, grace=settings.WORKER_SHUTDOWN_GRACE)
+    # What start-up made (Django, the apps, ~90,000 objects) lives as long as the process: out
+    # of the collector's full passes, which otherwise stall the loop ~20-40 ms each (timers).
+    gc.freeze()
 
     def snapshot() -> dict[str, Any]:
         return {"worker_id": ctx.worker_id, "db": ctx.db.health(), **runner.snapshot()}

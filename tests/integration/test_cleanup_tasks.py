@@ -15,8 +15,9 @@ from django.test.utils import CaptureQueriesContext
 
 import services.tasks
 from alarm.conditions import referenced_entity_ids
-from alarm.models import AlarmEvent, Entity, Rule, RuleActionLog, RuleEntityRef
+from alarm.models import AlarmEvent, Entity, PendingAction, Rule, RuleActionLog, RuleEntityRef
 from alarm.tasks import (
+    cleanup_finished_pending_actions,
     cleanup_old_events,
     cleanup_orphan_rule_entity_refs,
     cleanup_rule_action_logs,
@@ -43,6 +44,12 @@ def make_action_log(at: datetime) -> RuleActionLog:
     return RuleActionLog.objects.create(rule_name="r", fired_at=at, source="event")
 
 
+def make_finished_action(at: datetime) -> PendingAction:
+    return PendingAction.objects.create(
+        action={"type": "emit_event", "message": "m"}, fire_at=at, status="fired", finished_at=at
+    )
+
+
 RETENTION_TASKS = [
     pytest.param(cleanup_old_events, make_event, "retention.alarm_events_days", 30, id="events"),
     pytest.param(
@@ -52,7 +59,22 @@ RETENTION_TASKS = [
         14,
         id="action_logs",
     ),
+    pytest.param(
+        cleanup_finished_pending_actions,
+        make_finished_action,
+        "retention.pending_actions_days",
+        14,
+        id="pending_actions",
+    ),
 ]
+
+
+def test_scheduled_pending_actions_are_never_cleaned_up() -> None:
+    old = SLOT - 1000 * DAY
+    live = PendingAction.objects.create(action={"type": "emit_event", "message": "m"}, fire_at=old)
+    make_finished_action(old)
+    assert cleanup_finished_pending_actions(slot=SLOT)["deleted"] == 1
+    assert list(PendingAction.objects.values_list("pk", flat=True)) == [live.pk]
 
 
 @pytest.mark.parametrize(("cleanup", "make_row", "key", "default_days"), RETENTION_TASKS)
@@ -214,6 +236,13 @@ def refs_of(rule: Rule) -> set[str]:
     return set(rule.entity_refs.values_list("entity_id", flat=True))
 
 
+@pytest.fixture
+def declared() -> None:
+    """The entities these rules name: a rule refuses entity ids no Entity row has."""
+    for entity_id in ("a.one", "a.two", "b.three", "a.keep", "a.drop", "b.stays", "c.same"):
+        Entity.objects.create(entity_id=entity_id)
+
+
 @pytest.mark.parametrize(
     ("first", "second", "expected"),
     [
@@ -223,6 +252,7 @@ def refs_of(rule: Rule) -> set[str]:
         (leaf("a.one"), {"for": {"seconds": 5, "condition": leaf("b.three")}}, {"b.three"}),
     ],
 )
+@pytest.mark.usefixtures("declared")
 def test_rule_save_syncs_entity_refs(
     first: dict[str, Any], second: dict[str, Any], expected: set[str]
 ) -> None:
@@ -261,6 +291,7 @@ def test_rule_clean_reports_field_errors(
         assert error_fields == set()
 
 
+@pytest.mark.usefixtures("declared")
 def test_orphan_refs_go_and_unparseable_rules_keep_theirs() -> None:
     edited = Rule.objects.create(
         name="edited", conditions={"all": [leaf("a.keep"), leaf("a.drop")]}
@@ -318,6 +349,7 @@ def test_action_log_keeps_the_rule_name_after_the_rule_is_deleted() -> None:
         ("cleanup_old_events", DailyAt(3, 0)),
         ("cleanup_task_runs", DailyAt(3, 15)),
         ("cleanup_rule_action_logs", DailyAt(3, 30)),
+        ("cleanup_finished_pending_actions", DailyAt(3, 35)),
         ("cleanup_expired_sessions", DailyAt(4, 0)),
         ("cleanup_orphan_rule_entity_refs", DailyAt(4, 30)),
     ],

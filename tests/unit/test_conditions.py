@@ -6,6 +6,7 @@ from alarm.conditions import (
     ConditionError,
     domain_of,
     entity_id_problem,
+    for_nodes,
     referenced_entity_ids,
 )
 
@@ -82,6 +83,20 @@ def test_referenced_entity_ids(tree: object, expected: set[str]) -> None:
             {"entity_id": "sensor.t", "attribute": "", "above": 1},
             "conditions.attribute: expected a non-empty string",
         ),
+        ({"entity_id": "sensor.t", "above": "20"}, "conditions.above: expected a number"),
+        ({"entity_id": "sensor.t", "below": True}, "conditions.below: expected a number"),
+        ({"entity_id": "sensor.t", "in": "on"}, "conditions.in: expected a non-empty list"),
+        ({"entity_id": "sensor.t", "not_in": []}, "conditions.not_in: expected a non-empty"),
+        ({"entity_id": "sensor.t", "in": [["on"]]}, "conditions.in: expected a list of text"),
+        ({"entity_id": "sensor.t", "equals": {"a": 1}}, "conditions.equals: expected text"),
+        (
+            {"for": {"seconds": 10**9, "condition": DOOR}},
+            "conditions.for.seconds: expected a number from 0 to 604800",
+        ),
+        (
+            {"for": {"seconds": float("nan"), "condition": DOOR}},
+            "conditions.for.seconds: expected a number",
+        ),
     ],
 )
 def test_bad_shapes_name_their_path(tree: object, message: str) -> None:
@@ -116,3 +131,23 @@ def test_domain_of_splits_at_the_dot_and_rejects_malformed_ids() -> None:
     assert domain_of("binary_sensor.front_door") == "binary_sensor"
     with pytest.raises(ValueError, match=r"domain\.object_id"):
         domain_of("front_door")
+
+
+@pytest.mark.parametrize(
+    ("tree", "expected"),
+    [
+        ({}, {}),
+        (DOOR, {}),
+        ({"for": {"seconds": 30, "condition": DOOR}}, {"conditions.for": 30}),
+        (
+            {"all": [WINDOW, {"not": {"for": {"seconds": 5, "condition": MOTION}}}]},
+            {"conditions.all[1].not.for": 5},
+        ),
+        (
+            {"for": {"seconds": 60, "condition": {"for": {"seconds": 5, "condition": DOOR}}}},
+            {"conditions.for": 60, "conditions.for.condition.for": 5},
+        ),
+    ],
+)
+def test_for_nodes_by_path(tree: object, expected: dict[str, float]) -> None:
+    assert for_nodes(tree) == expected

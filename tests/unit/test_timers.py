@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from alarm.timer_policy import Ready, Schedule
+from services.clock import FakeClock
 from services.timers import TimerHeap
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -180,3 +182,98 @@ def test_compaction_with_many_reschedules() -> None:
     assert len(heap) == 2
     assert len(heap._heap) <= 2 * len(heap) + 64
     assert heap.pop_due(1e9) == [("other", 500.0), ("k", 4_999.0)]
+
+
+# --- the alarm's schedule: a heap of monotonic deadlines driven by a fake clock --------------
+
+
+def schedule_on(clock: FakeClock, *entries: tuple[tuple[str, int], float]) -> Schedule:
+    schedule = Schedule()
+    for key, seconds in entries:
+        schedule.set(key, clock.now() + timedelta(seconds=seconds), clock.now(), clock.monotonic())
+    return schedule
+
+
+def ready(schedule: Schedule, clock: FakeClock) -> list[tuple[str, int]]:
+    return [item.key for item in schedule.pop_ready(clock.now(), clock.monotonic())]
+
+
+def test_schedule_fires_in_due_order_as_the_clock_advances() -> None:
+    clock = FakeClock(T0)
+    schedule = schedule_on(clock, (("action", 3), 3), (("runtime", 1), 1), (("alarm", 1), 2))
+    clock.advance(0.999)
+    assert ready(schedule, clock) == []
+    clock.advance(0.001)
+    assert ready(schedule, clock) == [("runtime", 1)]
+    clock.advance(5)
+    assert ready(schedule, clock) == [("alarm", 1), ("action", 3)]
+    assert len(schedule) == 0 and schedule.next_deadline() is None
+
+
+def test_schedule_ties_fire_together_in_the_order_they_were_set() -> None:
+    clock = FakeClock(T0)
+    keys = [("action", n) for n in (5, 2, 9, 1)]
+    schedule = schedule_on(clock, *((key, 10) for key in keys))
+    clock.advance(10)
+    assert ready(schedule, clock) == keys
+
+
+def test_schedule_cancel_and_reschedule() -> None:
+    clock = FakeClock(T0)
+    schedule = schedule_on(clock, (("action", 1), 5), (("action", 2), 5), (("action", 3), 5))
+    assert schedule.cancel(("action", 1)) is True
+    assert schedule.cancel(("action", 1)) is False
+    moved_earlier = schedule.set(("action", 2), at(1), clock.now(), clock.monotonic())
+    assert moved_earlier is True
+    later = schedule.set(("action", 3), at(30), clock.now(), clock.monotonic())
+    assert later is False  # the earliest deadline did not move
+    assert schedule.due_of(("action", 3)) == at(30)
+    clock.advance(1)
+    assert ready(schedule, clock) == [("action", 2)]
+    clock.advance(10)
+    assert ready(schedule, clock) == []  # the entries at 5 s were cancelled or moved
+    clock.advance(19)
+    assert ready(schedule, clock) == [("action", 3)]
+
+
+def test_overdue_timers_are_ready_at_once_and_count_late_from_their_due() -> None:
+    clock = FakeClock(T0)
+    schedule = schedule_on(clock, (("action", 1), -120), (("action", 2), -1), (("action", 3), 1))
+    assert schedule.overdue(clock.now()) == 2
+    items = schedule.pop_ready(clock.now(), clock.monotonic())
+    assert [(item.key, item.late) for item in items] == [
+        (("action", 1), 120.0),
+        (("action", 2), 1.0),
+    ]
+
+
+def test_a_wall_clock_stepped_forward_does_not_fire_early() -> None:
+    clock = FakeClock(T0)
+    schedule = schedule_on(clock, (("runtime", 1), 5))
+    clock.jump_wall(3600)  # NTP step or a manual change: now() is an hour ahead
+    assert ready(schedule, clock) == []
+    clock.advance(4.9)
+    assert ready(schedule, clock) == []
+    clock.advance(0.1)  # five real seconds have passed
+    [item] = schedule.pop_ready(clock.now(), clock.monotonic())
+    assert item == Ready(("runtime", 1), at(5), 0.0, clock_jumped=False)  # not an hour late
+
+
+def test_a_wall_clock_stepped_back_does_not_fire_late() -> None:
+    clock = FakeClock(T0)
+    schedule = schedule_on(clock, (("alarm", 1), 5))
+    clock.jump_wall(-3600)
+    clock.advance(5)
+    [item] = schedule.pop_ready(clock.now(), clock.monotonic())
+    assert item == Ready(("alarm", 1), at(5), 0.0, clock_jumped=True)
+
+
+def test_a_wall_clock_a_little_behind_waits_for_the_rest() -> None:
+    clock = FakeClock(T0)
+    schedule = schedule_on(clock, (("action", 1), 5))
+    clock.jump_wall(-0.01)  # rounding between the two clocks, not a step
+    clock.advance(5)
+    assert ready(schedule, clock) == []  # never early by the wall clock
+    assert schedule.next_deadline() == pytest.approx(5.01)
+    clock.advance(0.01)
+    assert ready(schedule, clock) == [("action", 1)]
