@@ -1,22 +1,25 @@
-"""Pure: the keyword arguments of the Home Assistant and Z-Wave JS clients' settings.
+"""The Home Assistant and Z-Wave JS clients' settings from an effective configuration.
 
-``HomeAssistantSettings(**home_assistant_kwargs(config))`` and
-``ZwaveJsSettings(**zwavejs_kwargs(config))`` (their dataclasses, in ``home_assistant.py`` and
-``zwavejs.py``, validate the values and raise ValueError). ``config`` is the effective
-configuration (``config.load``): the row's values over the field defaults of ``config_spec``.
+``config`` is what ``config.load`` returns: the row's values over the field defaults of
+``config_spec``. The settings dataclasses (in ``home_assistant.py`` and ``zwavejs.py``)
+validate the values and raise ValueError, naming the field.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from services.integrations.config_spec import EffectiveConfig
+from services.integrations.home_assistant import HomeAssistantSettings
+from services.integrations.zwavejs import ZwaveJsSettings
 
 
-def installed(module: str) -> bool:
-    """Whether ``module`` (another branch's client) is part of this installation."""
-    return importlib.util.find_spec(module) is not None
+def home_assistant_settings(config: EffectiveConfig) -> HomeAssistantSettings:
+    return HomeAssistantSettings(**home_assistant_kwargs(config))
+
+
+def zwavejs_settings(config: EffectiveConfig) -> ZwaveJsSettings:
+    return ZwaveJsSettings(**zwavejs_kwargs(config))
 
 
 def home_assistant_kwargs(config: EffectiveConfig) -> dict[str, Any]:
