@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from services.integrations.models import IntegrationConfig
+from services.models import ScheduledJob
 from tests.acceptance.conftest import Worker, free_port
 from tests.integration.integrations.brokers import PrivateBroker
 from tests.realtime_support import (  # noqa: F401 - fixtures
@@ -73,7 +75,8 @@ class LiveMqtt:
     async def up(self) -> None:
         self._expect("online")
         if self.worker is None:
-            self.worker = Worker(self.env, "--only", "leadership,mqtt,status")
+            # cron too: the page's runs table follows the runs it records.
+            self.worker = Worker(self.env, "--only", "leadership,mqtt,status,cron")
         else:
             await asyncio.to_thread(self.broker.start)
 
@@ -131,6 +134,7 @@ async def mqtt(realtime_group: str, tmp_path: Path, db_call: Any) -> AsyncIterat
         realtime_group,
         MQTT_URL=broker.url,
         WORKER_HEALTH_PORT=str(free_port()),
+        WORKER_TASK_MODULES="",  # the real tasks only: daily ones, nothing due
         LOG_LEVEL="INFO",
     )
     live = LiveMqtt(broker, env)
@@ -139,6 +143,11 @@ async def mqtt(realtime_group: str, tmp_path: Path, db_call: Any) -> AsyncIterat
     finally:
         live.close()
         broker.stop()
+
+
+def request_run(name: str) -> int:
+    """The admin's "run now": the worker is NOTIFYed and runs it at once."""
+    return ScheduledJob.objects.filter(name=name).update(run_requested_at=timezone.now())
 
 
 @pytest.fixture
@@ -185,6 +194,13 @@ async def test_the_page_follows_mqtt_live(
         await mqtt.settled()
     last_error = page.locator('tr[data-integration="mqtt"] [data-field="last_error"]')
     assert await last_error.text_content() in mqtt.errors()  # "connection lost", ...
+
+    # A run in the worker shows in the runs table, pushed (nothing re-reads it on a timer).
+    assert await db_call(request_run, "cleanup_expired_sessions") == 1
+    newest = page.locator("#runs tbody tr").first.locator("td")
+    await expect(newest.nth(0)).to_have_text("cleanup_expired_sessions")
+    await expect(newest.nth(1)).to_have_text("success")
+    await expect(newest.nth(2)).to_have_text("manual")
 
     # The web process goes away; a change meanwhile reaches the page from the fresh
     # snapshot once it has reconnected (with backoff) to the new web process.
