@@ -32,7 +32,7 @@ each) in this process, every push stamped on arrival (``bench/realtime_common.py
   ``/status/summary.json`` every 60 s (staggered), as the status page did. Goal: 0 SQL
   statements, 0 channel-layer messages.
 
-Run: ``.venv/bin/python bench/mqtt_outage.py`` (~2.5 min), ``--stops 5 --idle 10`` quicker.
+Run: ``.venv/bin/python bench/mqtt_outage.py`` (~1.5 min), ``--stops 5 --idle 10`` quicker.
 Needs PostgreSQL at ``BENCH_PG_URL``, Redis at ``REDIS_URL`` (or ``BENCH_REDIS_URL``). The
 machine is shared: compare the columns of one run.
 """
@@ -310,8 +310,8 @@ def idle_table(ours: dict[str, float], old: dict[str, float], seconds: float) ->
         both("messages received by the clients", "messages"),
         both("summary re-reads by the pages (HTTP)", "polls"),
         both("Home Assistant REST requests (reachability)", "ha_rest"),
-        both("heartbeat pings the fake Home Assistant answered", "ha_pings"),
-        both("heartbeat pings the fake zwave-js answered", "zwave_pings"),
+        both("heartbeat pings the fake Home Assistant answered (worker's)", "ha_pings"),
+        both("heartbeat pings the fake zwave-js answered (worker's)", "zwave_pings"),
         both("wake-ups per minute: the process (all threads)", "process_wakeups", per_minute),
         both("wake-ups per minute: daphne", "daphne_wakeups", per_minute),
         both("CPU %: the process", "process_cpu", cpu),

@@ -156,7 +156,7 @@ async def test_a_stopped_broker_is_reported_at_once_not_after_a_keepalive(
     await report.wait_for("mqtt", "connected")
     stopped = time.monotonic()
     private_broker.stop(signum)
-    # A keepalive would take 60 s at least (90 s for paho to give up on the ping).
+    # A keepalive would take a minute at least: a ping after 60 s of quiet, then its answer.
     async with asyncio.timeout(5):
         await report.wait_for("mqtt", "disconnected")
     print(f"disconnected reported {1000 * (time.monotonic() - stopped):.0f} ms after {signum.name}")
