@@ -44,10 +44,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common
+from bench import common, realtime_common
+from bench.realtime_common import Clients, CommandChild, row, transactions
 
 DB = common.run_name("bench_realtime")
-ORIGIN = "http://localhost"
 
 
 # --- the worker-like child -----------------------------------------------------------------
@@ -125,116 +125,6 @@ async def worker_main() -> None:
     await store.close()
 
 
-# --- the clients ---------------------------------------------------------------------------
-
-
-class Clients:
-    def __init__(self, url: str, count: int) -> None:
-        self.url, self.count = url, count
-        self.arrivals: list[list[tuple[int, int]]] = [[] for _ in range(count)]  # (ns, size)
-        self.changed = asyncio.Event()
-        self.sockets: list[Any] = []
-        self.tasks: list[asyncio.Task[None]] = []
-
-    async def connect(self, session: Any) -> None:
-        for n in range(self.count):
-            ws = await session.ws_connect(self.url, headers={"Origin": ORIGIN})
-            for _ in range(2):  # alarm_state and system_status snapshots
-                await ws.receive_json(timeout=10)
-            self.sockets.append(ws)
-            self.tasks.append(asyncio.create_task(self._read(n, ws)))
-
-    async def _read(self, n: int, ws: Any) -> None:
-        import aiohttp
-
-        async for message in ws:
-            if message.type != aiohttp.WSMsgType.TEXT:
-                break
-            at = time.monotonic_ns()
-            # Only a cheap look now: parsing 50 payloads in this one loop would delay the
-            # stamps of the clients read after it (the pushes are all system_status here).
-            if message.data.startswith('{"type": "system_status"'):
-                self.arrivals[n].append((at, len(message.data)))
-                self.changed.set()
-
-    def received(self) -> int:
-        return sum(len(a) for a in self.arrivals)
-
-    async def wait_total(self, total: int, within: float = 10) -> None:
-        async with asyncio.timeout(within):
-            while self.received() < total:
-                self.changed.clear()
-                await self.changed.wait()
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for ws in self.sockets:
-            await ws.close()
-
-
-class WorkerChild:
-    """The --worker child, spoken to over stdin/stdout."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            common.PYTHON, __file__, "--worker", cwd=common.ROOT, env=self.env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        await self.expect("ready")
-
-    async def expect(self, prefix: str) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        while True:
-            line = (await asyncio.wait_for(self.proc.stdout.readline(), 30)).decode()
-            if not line:
-                raise RuntimeError("the worker child exited")
-            if line.startswith(prefix):
-                return line[len(prefix) :].strip()
-
-    async def command(self, text: str, answer: str) -> str:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(text.encode() + b"\n")
-        await self.proc.stdin.drain()
-        return await self.expect(answer)
-
-    async def stats(self) -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(await self.command("stats", "stats "))
-        return found
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-
-def transactions(dbname: str) -> int:
-    with common.admin() as conn:
-        row = conn.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
-            (dbname,),
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def ms(ns: float) -> str:
-    return f"{ns / 1e6:.2f}"
-
-
-def row(label: str, values: list[float]) -> list[str]:
-    return [label, ms(common.percentile(values, 50)), ms(common.percentile(values, 99)),
-            ms(max(values))]  # fmt: skip
-
-
 async def floor_phase(clients: Clients, changes: int) -> list[float]:
     """The floor: this process's publisher straight to the clients (no hub, no database)."""
     from realtime import broadcast
@@ -252,7 +142,7 @@ async def floor_phase(clients: Clients, changes: int) -> list[float]:
     return latencies
 
 
-async def hub_phase(clients: Clients, worker: WorkerChild, changes: int) -> dict[str, list[float]]:
+async def hub_phase(clients: Clients, worker: CommandChild, changes: int) -> dict[str, list[float]]:
     base = clients.received()
     reports: list[int] = []
     for n in range(changes):
@@ -272,7 +162,7 @@ async def hub_phase(clients: Clients, worker: WorkerChild, changes: int) -> dict
 
 
 async def idle_phase(
-    clients: Clients, worker: WorkerChild, daphne_pid: int, args: argparse.Namespace
+    clients: Clients, worker: CommandChild, daphne_pid: int, args: argparse.Namespace
 ) -> list[list[object]]:
     await asyncio.sleep(args.settle)  # a measurement window, not synchronisation
     before, messages, tx = await worker.stats(), clients.received(), transactions(DB)
@@ -299,24 +189,14 @@ async def idle_phase(
 async def measure(args: argparse.Namespace, env: dict[str, str], daphne: common.Child,
                   port: int) -> None:  # fmt: skip
     import aiohttp
-    import django
 
     from bench.outbox_common import MachineLoad
 
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "REALTIME_GROUP")})
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    django.setup()
+    realtime_common.setup_django(env)
     from asgiref.sync import sync_to_async
-    from django.contrib.auth import get_user_model
 
-    from realtime import tokens
-
-    def make_token() -> str:
-        user = get_user_model().objects.create_user(f"bench-{uuid.uuid4().hex[:6]}")
-        return tokens.make_token(user)
-
-    token = await sync_to_async(make_token)()
-    worker = WorkerChild(env)
+    token = await sync_to_async(realtime_common.make_token)()
+    worker = CommandChild([common.PYTHON, __file__, "--worker"], env)
     clients = Clients(f"ws://127.0.0.1:{port}/ws/alarm/?token={token}", args.clients)
     async with aiohttp.ClientSession() as session:
         await clients.connect(session)
@@ -379,34 +259,13 @@ def main() -> None:
         ALLOWED_HOSTS="localhost,127.0.0.1",
         LOG_LEVEL="WARNING",
     )
-    daphne = common.Child(
-        [common.PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "config.asgi:application"],
-        {**env},
-        label="daphne",
-    )  # fmt: skip
+    daphne = realtime_common.daphne(port, env)
     try:
-        wait_port(port, daphne)
         asyncio.run(measure(args, env, daphne, port))
     finally:
         daphne.stop()
         if not args.keep_databases:
             common.drop_database(DB)
-
-
-def wait_port(port: int, child: common.Child, timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            if child.popen.poll() is not None:
-                raise RuntimeError("daphne exited:\n" + child.tail()) from None
-            time.sleep(0.05)
-    raise TimeoutError("daphne did not listen:\n" + child.tail())
 
 
 if __name__ == "__main__":

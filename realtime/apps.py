@@ -14,9 +14,10 @@ class RealtimeConfig(AppConfig):
     name = "realtime"
 
     def ready(self) -> None:
-        from realtime.receivers import connect_alarm_signals
+        from realtime.receivers import connect_alarm_signals, connect_run_signals
 
         connect_alarm_signals()
+        connect_run_signals()
 
     def worker_components(self, ctx: WorkerContext) -> list[Component]:
         from realtime.hub import status_hub

@@ -7,8 +7,11 @@ with an event loop of its own sends what is pending, in sequence order, in one g
 per batch. Waiting costs nothing: the thread sleeps until a submit wakes it.
 
 Coalescing: only the newest message per key is kept (``system_status`` and ``alarm_state`` are
-whole snapshots; ``entity_state`` is keyed by entity), so a burst while a send is in flight,
-or an outage, sends the latest state once.
+whole snapshots; ``entity_state`` is keyed by entity; ``task_runs_changed`` is a hint without
+data), so a burst while a send is in flight, or an outage, sends the latest state once.
+
+A process that exits right after a change (``manage.py run_task``) still sends it: the thread
+is a daemon, and an exit handler waits (at most ``EXIT_FLUSH`` s) for what is pending.
 
 Redis outages: a failed send keeps its messages pending (the newer ones win) and is retried
 after a backoff (0.25 s doubling to 5 s) while the callers go on. The first failure is logged
@@ -26,6 +29,7 @@ log "over capacity" for a day.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
@@ -44,7 +48,10 @@ logger = logging.getLogger(__name__)
 PUSH_TYPE = "realtime.push"  # the group message type; realtime.relay receives it
 MEMBERSHIP_REFRESH = 60.0  # seconds between a relay's group_add renewals
 MAX_BATCH = 100
+EXIT_FLUSH = 2.0  # seconds an exiting process waits for its pending pushes
 KINDS = ("alarm_state", "system_status", "entity_state")
+# Pushes no client sees: each web process's relay acts on them (realtime.summary).
+HINT_KINDS = frozenset({"task_runs_changed"})
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ class Publisher:
     def close(self, timeout: float = 2.0) -> None:
         """Send what is pending (at most ``timeout`` s), then stop the thread."""
         self.flush(timeout)
+        atexit.unregister(self.flush)
         with self._lock:
             self._closed = True
             loop, wake, thread = self._loop, self._wake, self._thread
@@ -181,6 +189,7 @@ class Publisher:
             target=self._serve, args=(ready,), name="realtime-publisher", daemon=True
         )
         self._thread.start()
+        atexit.register(self.flush, EXIT_FLUSH)  # daemon threads still run in exit handlers
         self._lock.release()  # the thread takes the lock to publish its loop
         try:
             ready.wait()
@@ -314,6 +323,12 @@ def entity_state(entity: dict[str, Any], *, timestamp: datetime | None = None) -
     """Push one entity's state; coalesced per entity."""
     key = f"entity_state:{entity.get('entity_id')}"
     return _submit("entity_state", key, entity, None, timestamp)
+
+
+def task_runs_changed(reason: str = "", jobs: tuple[str, ...] | list[str] = ()) -> int:
+    """Tell the web processes that jobs or runs changed (no data: each relay reads them once)."""
+    payload = {"reason": reason, "jobs": list(jobs)}
+    return _submit("task_runs_changed", "task_runs_changed", payload, None, None)
 
 
 def flush(timeout: float = 5.0) -> bool:

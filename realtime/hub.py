@@ -172,6 +172,7 @@ class StatusHub:
             "pending_writes": len(self._dirty),
             "offline_timers": len(self._timers),
             "last_error": self.last_error,
+            "publisher": broadcast.get_publisher().health(),  # every push of this process
         }
 
     async def settled(self) -> None:

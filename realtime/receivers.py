@@ -1,8 +1,9 @@
-"""Receivers of the alarm app's signals (CONTRACTS.md item 2): each pushes what it is given.
+"""Receivers of the alarm app's signals (CONTRACTS.md item 2) and of the services core's
+``task_run_changed``: each pushes what it is given.
 
 The signals are sent from ``transaction.on_commit``, in whichever process made the change;
 a receiver only hands the message to the publisher thread, so the sender never waits on
-Redis, and never sees an exception from here.
+Redis, never issues a query for it, and never sees an exception from here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,22 @@ def on_entity_state_changed(sender: Any = None, *, entity: dict[str, Any], **_: 
         broadcast.entity_state(entity)
     except Exception:
         logger.exception("entity_state push failed", extra={"event": "realtime.receiver_failed"})
+
+
+def on_task_run_changed(
+    sender: Any = None, *, reason: str = "", jobs: tuple[str, ...] = (), **_: Any
+) -> None:
+    """``task_run_changed(reason, jobs)`` -> a hint; each web process reads the runs once."""
+    try:
+        broadcast.task_runs_changed(reason, jobs)
+    except Exception:
+        logger.exception("task_runs hint failed", extra={"event": "realtime.receiver_failed"})
+
+
+def connect_run_signals() -> None:
+    from services.run_signals import task_run_changed
+
+    task_run_changed.connect(on_task_run_changed, dispatch_uid="realtime.on_task_run_changed")
 
 
 def connect_alarm_signals() -> bool:

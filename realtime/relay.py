@@ -14,6 +14,10 @@ usually does:
   dead one drops out after ``group_expiry`` (settings) instead of filling its queue to
   capacity and making every send log "over capacity".
 
+Hints (``broadcast.HINT_KINDS``: jobs or runs changed) are not handed on as they are: the
+relay's ``SummaryFeed`` (``realtime.summary``) reads the jobs and runs once per burst and
+hands the result, a ``task_runs`` message, to every consumer.
+
 When Redis goes away the relay's receive fails: it closes every socket it holds with 1011 and
 stops; the clients reconnect (with backoff), and their new consumers start a new relay and get
 fresh snapshots, which is what makes missed pushes harmless.
@@ -28,8 +32,15 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from realtime.broadcast import MEMBERSHIP_REFRESH, PUSH_TYPE, default_layer, group_name
+from realtime.broadcast import (
+    HINT_KINDS,
+    MEMBERSHIP_REFRESH,
+    PUSH_TYPE,
+    default_layer,
+    group_name,
+)
 from realtime.logs import BoundedLog
+from realtime.summary import SummaryFeed
 
 logger = logging.getLogger(__name__)
 _log = BoundedLog(logger)
@@ -52,9 +63,11 @@ class Relay:
         layer: Callable[[], Any] = default_layer,
         group: Callable[[], str] = group_name,
         refresh: float | None = None,
+        summaries: Callable[..., SummaryFeed] = SummaryFeed,
     ) -> None:
         self._layer, self._group, self._refresh = layer, group, refresh
         self.members: set[Member] = set()
+        self.summaries = summaries(self._fan_out)
         self._task: asyncio.Task[None] | None = None
         self._joined: asyncio.Future[None] | None = None
         self.received = 0
@@ -77,6 +90,7 @@ class Relay:
         if not self.members and self._task is not None:
             self._task.cancel()  # the last one left: leave the group too
             self._task = None  # whoever joins next starts a new session
+            self.summaries.close()
 
     async def _run(self, joined: asyncio.Future[None]) -> None:
         layer = self._layer()
@@ -115,14 +129,22 @@ class Relay:
             if message.get("type") != PUSH_TYPE:
                 continue
             self.received += 1
-            for member in list(self.members):
-                try:
-                    await member.deliver(message["items"])
-                except Exception as exc:  # one broken socket must not starve the others
-                    logger.info(
-                        "push not delivered",
-                        extra={"event": "realtime.deliver_failed", "error": repr(exc)},
-                    )
+            items = message["items"]
+            if any(item[0] in HINT_KINDS for item in items):
+                self.summaries.changed()
+                items = [item for item in items if item[0] not in HINT_KINDS]
+            if items:
+                await self._fan_out(items)
+
+    async def _fan_out(self, items: list[list[Any]]) -> None:
+        for member in list(self.members):
+            try:
+                await member.deliver(items)
+            except Exception as exc:  # one broken socket must not starve the others
+                logger.info(
+                    "push not delivered",
+                    extra={"event": "realtime.deliver_failed", "error": repr(exc)},
+                )
 
     async def _lose_all(self) -> None:
         members, self.members = list(self.members), set()

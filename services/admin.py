@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from services import describe
+from services import describe, run_signals
 from services.models import RuntimeSetting, ScheduledJob, TaskRun
 from services.registry import UnknownTask, bind_time_zone, discover
 from services.runtime_settings import declared
@@ -102,14 +102,22 @@ class ScheduledJobAdmin(admin.ModelAdmin):
             self.runs_link(job),
         )
 
+    def save_model(self, request: HttpRequest, obj: ScheduledJob, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        run_signals.announce("edited", [obj.name])  # "paused" is the one field one can edit
+
     @admin.action(description="Pause selected jobs", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
+        names = list(queryset.values_list("name", flat=True))
         count = queryset.update(paused=True, updated_at=timezone.now())
+        run_signals.announce("paused", names)
         self.message_user(request, f"Paused {count} job(s): their slots are not run until resumed.")
 
     @admin.action(description="Resume selected jobs", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
+        names = list(queryset.values_list("name", flat=True))
         count = queryset.update(paused=False, updated_at=timezone.now())
+        run_signals.announce("resumed", names)
         self.message_user(request, f"Resumed {count} job(s).")
 
     @admin.action(description="Run selected jobs now", permissions=["change"])

@@ -9,6 +9,8 @@ their number), so that several tasks due in the same second start within millise
 3. insert one TaskRun per request with ``ON CONFLICT (job, slot) DO NOTHING``: a conflict
    means another worker won the slot;
 4. advance the jobs' ``last_slot_at`` (the catch-up anchor) and ``next_run_at``.
+
+A claim that changed anything announces it after its commit (``services.run_signals``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any, Literal
 
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
+
+from services import run_signals
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +71,18 @@ def claim_runs(
     if not requests:
         return []
     with transaction.atomic(), connection.cursor() as cursor:
-        jobs = _lock_jobs(cursor, sorted({r.name for r in requests}))
-        _read_alive_runs(cursor, jobs, now)
+        names = sorted({r.name for r in requests})
+        jobs = _lock_jobs(cursor, names)
+        closed = _read_alive_runs(cursor, jobs, now)
         decided: list[Claim | tuple[Any, ...]] = []
         for request in requests:
             decided.append(
                 _decide(request, jobs.get(request.name), worker_id, now, lease_until, force)
             )
         inserted = _insert_runs(cursor, [row for row in decided if isinstance(row, tuple)])
-        _advance_jobs(cursor, requests, jobs, now)
+        advanced = _advance_jobs(cursor, requests, jobs, now)
+        if inserted or closed or advanced:
+            run_signals.announce("claimed", names)
     return [_result(row, inserted) for row in decided]
 
 
@@ -96,7 +103,8 @@ def _lock_jobs(cursor: CursorWrapper, names: list[str]) -> dict[str, _Job]:
     return {name: _Job(id, paused, active) for id, name, paused, active in cursor.fetchall()}
 
 
-def _read_alive_runs(cursor: CursorWrapper, jobs: dict[str, _Job], now: datetime) -> None:
+def _read_alive_runs(cursor: CursorWrapper, jobs: dict[str, _Job], now: datetime) -> int:
+    """Note each job's alive run; close those whose lease ran out (returns how many)."""
     by_id = {job.id: job for job in jobs.values()}
     cursor.execute(
         "SELECT id, job_id, worker_id, started_at, lease_until FROM services_taskrun "
@@ -118,6 +126,7 @@ def _read_alive_runs(cursor: CursorWrapper, jobs: dict[str, _Job], now: datetime
         logger.warning(
             "closed abandoned runs", extra={"event": "cron.runs_abandoned", "count": len(expired)}
         )
+    return len(expired)
 
 
 def _decide(
@@ -181,7 +190,8 @@ def _insert_runs(cursor: CursorWrapper, rows: list[tuple[Any, ...]]) -> dict[tup
 
 def _advance_jobs(
     cursor: CursorWrapper, requests: list[ClaimRequest], jobs: dict[str, _Job], now: datetime
-) -> None:
+) -> bool:
+    """Move each scheduled job's anchor and next run on; False when there is none."""
     latest: dict[int, ClaimRequest] = {}
     for request in requests:
         job = jobs.get(request.name)
@@ -191,7 +201,7 @@ def _advance_jobs(
         if current is None or (current.slot is not None and request.slot > current.slot):
             latest[job.id] = request
     if not latest:
-        return
+        return False
     values = ", ".join(["(%s::bigint, %s::timestamptz, %s::timestamptz)"] * len(latest))
     cursor.execute(
         "UPDATE services_scheduledjob AS j SET updated_at = %s, next_run_at = v.next_run, "
@@ -199,6 +209,7 @@ def _advance_jobs(
         f"FROM (VALUES {values}) AS v(id, slot, next_run) WHERE j.id = v.id",
         [now, *(v for job_id, r in latest.items() for v in (job_id, r.slot, r.next_run_at))],
     )
+    return True
 
 
 def _result(row: Claim | tuple[Any, ...], inserted: dict[tuple[int, Any], int]) -> Claim:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
-from services import claims
+from services import claims, run_signals
 from services.clock import RealClock
 from services.cron import new_worker_id
 from services.dbthread import AsyncStore
@@ -149,6 +149,8 @@ def ensure_job(spec: TaskSpec, now: datetime) -> None:
             "job reactivated for a manual run",
             extra={"event": "manual.job_reactivated", "task": spec.name},
         )
+    if created or not job.active:
+        run_signals.announce("synced", [spec.name])
 
 
 async def run_by_hand(spec: TaskSpec, kwargs: dict[str, Any], *, force: bool) -> ManualRun:

@@ -1,6 +1,7 @@
 """The cron core's SQL besides claims (``services.claims``): job sync, run results, leases.
 
-Synchronous ORM code; async callers go through ``services.dbthread.AsyncStore``.
+Synchronous ORM code; async callers go through ``services.dbthread.AsyncStore``. A write that
+changes what the status page shows announces it after its commit (``services.run_signals``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from services import run_signals
 from services.claims import ABANDONED
 from services.models import ScheduledJob, TaskRun
 from services.registry import TaskSpec
@@ -35,6 +37,7 @@ def sync_jobs(specs: Iterable[TaskSpec], now: datetime) -> dict[str, JobState]:
     ``next_run_at`` is informational (list_tasks, the admin); the worker keeps its own heap.
     """
     specs = list(specs)
+    changed: list[str] = []
     with transaction.atomic():
         for spec in specs:
             job, created = ScheduledJob.objects.get_or_create(
@@ -49,12 +52,15 @@ def sync_jobs(specs: Iterable[TaskSpec], now: datetime) -> dict[str, JobState]:
             }
             if created or any(getattr(job, k) != v for k, v in fields.items()):
                 ScheduledJob.objects.filter(pk=job.pk).update(**fields, updated_at=now)
+                changed.append(spec.name)
         names = [s.name for s in specs]
         gone = ScheduledJob.objects.filter(active=True).exclude(name__in=names).update(active=False)
         if gone:
             logger.info(
                 "jobs no longer registered", extra={"event": "cron.jobs_inactive", "count": gone}
             )
+        if changed or gone:
+            run_signals.announce("synced", changed)
         rows = ScheduledJob.objects.filter(name__in=names).values_list(
             "name", "paused", "last_slot_at"
         )
@@ -75,6 +81,7 @@ def recover_abandoned(now: datetime, job_id: int | None = None) -> int:
         logger.warning(
             "closed abandoned runs", extra={"event": "cron.runs_abandoned", "count": count}
         )
+        run_signals.announce("abandoned")
     return count
 
 
@@ -110,13 +117,18 @@ def finish_run(
     ]
     with connection.cursor() as cursor:
         cursor.execute(_FINISH_RUN, params)
-        return cursor.rowcount == 1
+        finished = cursor.rowcount == 1
+    if finished:
+        run_signals.announce("finished")
+    return finished
 
 
 def set_attempt(run_id: int, attempt: int, error: str) -> None:
-    TaskRun.objects.filter(pk=run_id, status=TaskRun.Status.RUNNING).update(
+    updated = TaskRun.objects.filter(pk=run_id, status=TaskRun.Status.RUNNING).update(
         attempt=attempt, error=error[:2000]
     )
+    if updated:
+        run_signals.announce("retrying")
 
 
 def renew_leases(worker_id: str, until: datetime) -> int:

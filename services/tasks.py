@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from services import run_signals
 from services.models import ScheduledJob, TaskRun
 from services.registry import task
 from services.runtime_settings import declare, get_value
@@ -114,6 +115,8 @@ def cleanup_task_runs(slot: datetime | None = None) -> dict[str, Any]:
     deleted = 0
     for job_id in ScheduledJob.objects.order_by("pk").values_list("pk", flat=True):
         deleted += delete_in_batches(_deletable_runs(job_id, cutoff, kept_per_task))
+    if deleted:
+        run_signals.announce("deleted")
     return cleanup_done(
         "cleanup_task_runs",
         deleted,

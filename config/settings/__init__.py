@@ -127,10 +127,20 @@ REDIS_URL = _config(redis_url_ok, REDIS_URL)
 # group_expiry: each web process has one entry in the push group (realtime.relay), renewed
 # every minute, so the entry of a web process that died drops out after 5 minutes instead of
 # the default day (meanwhile filling its queue to capacity: "over capacity" on every send).
+# socket_timeout: a receive is a blocking BZPOPMIN the server ends after 5 s; redis-py 8 also
+# cuts every socket read after 5 s by default, so an idle relay lost the group every 5 s with
+# a TimeoutError and closed each socket with 1011 (a reconnect storm). 15 s outlasts the pop,
+# and a half-open connection to a dead Redis is still noticed.
+REDIS_SOCKET_TIMEOUT = 15.0
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 100, "expiry": 60, "group_expiry": 300},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}],
+            "capacity": 100,
+            "expiry": 60,
+            "group_expiry": 300,
+        },
     }
 }
 

@@ -109,4 +109,6 @@ async def test_the_status_page_needs_a_login(daphne: Daphne, db_call: Any) -> No
             body = await response.json()
         assert (await db_call(tokens.check_token, body["token"]))[1] == "ok"
         async with http.get(f"{daphne.http}/status/summary.json") as response:
-            assert set(await response.json()) == {"jobs", "runs"}
+            body = await response.json()
+        assert body["type"] == "task_runs" and body["sequence"] > 0
+        assert set(body["payload"]) == {"jobs", "runs"}

@@ -42,3 +42,15 @@ def test_a_failing_push_never_reaches_the_sender(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(receivers.broadcast, "alarm_state", broken)
     receivers.on_alarm_state_changed(sender=None, snapshot={})  # logged, not raised
+
+
+def test_a_task_run_change_is_one_hint_and_no_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.run_signals import task_run_changed
+
+    hinted: list[tuple[str, tuple[str, ...]]] = []
+    monkeypatch.setattr(
+        receivers.broadcast, "task_runs_changed", lambda r, j: hinted.append((r, j))
+    )
+    receivers.connect_run_signals()  # as RealtimeConfig.ready() did: still one receiver
+    task_run_changed.send(sender=None, reason="finished", jobs=("t",))  # no database here
+    assert hinted == [("finished", ("t",))]

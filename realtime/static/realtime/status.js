@@ -2,6 +2,9 @@
 // On every (re)connect the server sends fresh alarm_state and system_status snapshots, so
 // the page starts over from them; a lost socket is retried with a jittered backoff
 // (0.5 s doubling to 30 s). A ping every 25 s without a pong within 10 s counts as lost.
+// Jobs and runs come as task_runs pushes (one per burst of changes, nothing while none
+// happens) and are read once from summary.json after each (re)connect, once the snapshots
+// show the socket receives pushes; the larger sequence number of the two wins.
 (function () {
   "use strict";
   const app = document.getElementById("status-app");
@@ -17,7 +20,7 @@
   let latest = {};
   let pingTimer = null;
   let pongTimer = null;
-  let summaryTimer = null;
+  let summaryWanted = false; // read summary.json at this socket's first system_status
   let opened = 0; // sockets opened so far, shown as data-connects (tests wait on it)
 
   function text(el, value) {
@@ -101,20 +104,23 @@
     }
   }
 
-  async function refreshSummary() {
+  function renderRuns(data) {
+    fillTable("jobs", data.jobs, [
+      (j) => j.name, (j) => j.schedule, (j) => (j.paused ? "paused" : when(j.next_run_at)),
+    ], "no jobs");
+    fillTable("runs", data.runs, [
+      (r) => r.task, (r) => r.status, (r) => r.source, (r) => when(r.started_at),
+      (r) => (r.duration === null ? null : `${r.duration.toFixed(2)} s`), (r) => r.error,
+    ], "no runs yet");
+  }
+
+  async function readSummary() {
     try {
       const response = await fetch(summaryUrl, { credentials: "same-origin" });
       if (!response.ok) return;
-      const data = await response.json();
-      fillTable("jobs", data.jobs, [
-        (j) => j.name, (j) => j.schedule, (j) => (j.paused ? "paused" : when(j.next_run_at)),
-      ], "no jobs");
-      fillTable("runs", data.runs, [
-        (r) => r.task, (r) => r.status, (r) => r.source, (r) => when(r.started_at),
-        (r) => (r.duration === null ? null : `${r.duration.toFixed(2)} s`), (r) => r.error,
-      ], "no runs yet");
+      handle(await response.json()); // a task_runs message, numbered like the pushes
     } catch (err) {
-      // The next (re)connect or refresh tries again.
+      // The next (re)connect reads it again; pushes keep coming meanwhile.
     }
   }
 
@@ -124,11 +130,16 @@
       clearTimeout(pongTimer);
       return;
     }
-    if (kind === "alarm_state" || kind === "system_status") {
+    if (kind === "alarm_state" || kind === "system_status" || kind === "task_runs") {
+      if (kind === "system_status" && summaryWanted) {
+        summaryWanted = false; // the snapshots came: this socket now receives every push
+        readSummary();
+      }
       if (kind in latest && message.sequence <= latest[kind]) return; // older than shown
       latest[kind] = message.sequence;
       if (kind === "alarm_state") renderAlarm(message.payload);
-      else renderStatus(message.payload);
+      else if (kind === "system_status") renderStatus(message.payload);
+      else renderRuns(message.payload);
     } else if (kind === "entity_state") {
       renderEntity(message.payload);
     }
@@ -137,7 +148,6 @@
   function stopTimers() {
     clearInterval(pingTimer);
     clearTimeout(pongTimer);
-    clearInterval(summaryTimer);
   }
 
   function connect() {
@@ -149,8 +159,7 @@
       opened += 1;
       document.getElementById("connection").dataset.connects = String(opened);
       setConnection("live", "live");
-      refreshSummary();
-      summaryTimer = setInterval(refreshSummary, 60000);
+      summaryWanted = true;
       pingTimer = setInterval(() => {
         socket.send(JSON.stringify({ type: "ping" }));
         pongTimer = setTimeout(() => socket.close(), 10000);

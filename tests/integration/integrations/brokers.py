@@ -98,10 +98,11 @@ class PrivateBroker:
                 raise RuntimeError(f"the {self.kind} broker did not start on {self.port}")
             time.sleep(0.02)
 
-    def stop(self) -> None:
+    def stop(self, signum: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the broker: SIGTERM (a clean shutdown) or SIGKILL (it dies on the spot)."""
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signum)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -140,6 +142,26 @@ async def test_broker_stop_and_start_flip_the_status_and_restore_subscriptions(
         "connecting", "connected", "disconnected", "connecting", "connected"
     ]  # fmt: skip
     assert client.health()["connects"] == 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+async def test_a_stopped_broker_is_reported_at_once_not_after_a_keepalive(
+    private_broker: PrivateBroker, running: Running, signum: signal.Signals
+) -> None:
+    """The broker's socket closing (clean stop or kill -9) is the event: no keepalive wait."""
+    report = RecordingReport()
+    protocol = "3.1.1" if private_broker.kind == "amqtt" else "auto"  # amqtt has no MQTT 5
+    settings = settings_for(private_broker.url, keepalive=60, protocol=protocol)
+    running.start(make_client(settings, report, MqttHub(), FakeClock()))
+    await report.wait_for("mqtt", "connected")
+    stopped = time.monotonic()
+    private_broker.stop(signum)
+    # A keepalive would take a minute at least: a ping after 60 s of quiet, then its answer.
+    async with asyncio.timeout(5):
+        await report.wait_for("mqtt", "disconnected")
+    print(f"disconnected reported {1000 * (time.monotonic() - stopped):.0f} ms after {signum.name}")
+    events = report.events("mqtt")  # amqtt: "connecting" twice (the 3.1.1 fallback)
+    assert events[-2:] == ["connected", "disconnected"] and events.count("disconnected") == 1
 
 
 async def test_an_unreachable_broker_is_retried_with_a_doubling_backoff(
