@@ -1,4 +1,4 @@
-"""The doors other code calls into the alarm (CONTRACTS.md, items 1 and 2).
+"""The doors other code calls into the alarm.
 
 - ``update_entity_state`` / ``aupdate_entity_state``: the one way entity states change. Only
   a real change (a new state, new attributes, or a new entity) is written; it then evaluates

@@ -1,4 +1,4 @@
-"""Signals the alarm sends after commit (CONTRACTS.md, item 2), in whichever process changed it.
+"""Signals the alarm sends after commit, in whichever process changed it.
 
 - ``alarm_state_changed(snapshot=...)``: the dict ``alarm_state_snapshot()`` returns;
 - ``entity_state_changed(entity=...)``: ``{"entity_id", "domain", "name", "state",

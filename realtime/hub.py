@@ -1,11 +1,11 @@
 """The worker's status hub: the ``"status"`` component that integrations report to.
 
-``report(...)`` (CONTRACTS.md item 3) runs on the event loop and only updates memory: the pure
-transition (``realtime.status.apply``) says whether anything changed, and a change marks the
-integration dirty and wakes the hub. The hub's loop writes each dirty integration once (the
-newest status; one transaction via ``realtime.store.write``) and then pushes the whole
-``system_status`` through ``realtime.broadcast``. With nothing reported it sleeps: no query,
-no push, no wake-up.
+``report(...)`` (its events: ``realtime.status``) runs on the event loop and only updates
+memory: the pure transition (``realtime.status.apply``) says whether anything changed, and a
+change marks the integration dirty and wakes the hub. The hub's loop writes each dirty
+integration once (the newest status; one transaction via ``realtime.store.write``) and then
+pushes the whole ``system_status`` through ``realtime.broadcast``. With nothing reported it
+sleeps: no query, no push, no wake-up.
 
 The offline rule: an integration configured and enabled that stays not online for
 ``offline_after`` (60) seconds records one ``integration_offline`` AlarmEvent, and one

@@ -1,5 +1,5 @@
-"""Receivers of the alarm app's signals (CONTRACTS.md item 2) and of the services core's
-``task_run_changed``: each pushes what it is given.
+"""Receivers of the alarm app's signals and of the services core's ``task_run_changed``: each
+pushes what it is given.
 
 The signals are sent from ``transaction.on_commit``, in whichever process made the change;
 a receiver only hands the message to the publisher thread, so the sender never waits on
@@ -8,7 +8,6 @@ Redis, never issues a query for it, and never sees an exception from here.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from typing import Any
 
@@ -49,15 +48,13 @@ def connect_run_signals() -> None:
     task_run_changed.connect(on_task_run_changed, dispatch_uid="realtime.on_task_run_changed")
 
 
-def connect_alarm_signals() -> bool:
-    """Connect both receivers once ``alarm.signals`` exists; returns whether it did."""
-    if importlib.util.find_spec("alarm.signals") is None:
-        return False
-    signals = importlib.import_module("alarm.signals")
+def connect_alarm_signals() -> None:
+    """Connect both receivers to the alarm app's signals (idempotent: dispatch_uid)."""
+    from alarm import signals
+
     signals.alarm_state_changed.connect(
         on_alarm_state_changed, dispatch_uid="realtime.on_alarm_state_changed"
     )
     signals.entity_state_changed.connect(
         on_entity_state_changed, dispatch_uid="realtime.on_entity_state_changed"
     )
-    return True

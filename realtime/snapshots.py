@@ -5,7 +5,7 @@ the largest number in the status table (every change up to it is in the rows it 
 ``realtime.store``); ``alarm_state`` takes a fresh number BEFORE reading, so any alarm change
 committed after the read is pushed with a larger number (``realtime.sequence``).
 
-The alarm state comes from ``alarm.services.alarm_state_snapshot`` (the alarm branch);
+The alarm state comes from ``alarm.services.alarm_state_snapshot``;
 ``set_alarm_snapshot_source`` replaces it (tests). When it fails, the client gets
 ``payload: null`` and the failure is logged, rather than no connection at all.
 """

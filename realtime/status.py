@@ -1,7 +1,11 @@
 """The status of each integration, and how a reported event changes it. Pure: no I/O, no clock.
 
-An integration reports connection events (CONTRACTS.md item 3); ``apply`` turns the current
-status and one event into the next status and says whether anything changed, so the hub
+An integration reports connection events (``EVENTS``) with the hub's
+``report(integration, event, *, error=None, details=None)``: ``configured`` (details may carry
+``{"enabled": bool}``), ``unconfigured``, ``connecting``, ``connected``, ``disconnected`` and
+``auth_failed`` (``error`` says why), ``available`` / ``unavailable`` (Zigbee2MQTT's bridge,
+Frigate). ``details`` are extra fields shown in the payload, never secrets. ``apply`` turns the
+current status and one event into the next status and says whether anything changed, so the hub
 writes and pushes only real changes. ``system_status_payload`` renders all five in the old
 panel's WebSocket shape.
 

@@ -70,7 +70,7 @@ class AlarmState(models.Model):
         return state_machine.Status(self.state, self.target_state, delay)
 
     def snapshot(self) -> dict[str, Any]:
-        """The JSON-able dict of ``alarm_state_snapshot()`` (CONTRACTS.md, item 2)."""
+        """The JSON-able dict of ``alarm_state_snapshot()``."""
         return snapshot_of(
             self.state, self.previous_state, self.changed_at, self.delay_kind,
             self.delay_until, self.delay_seconds,

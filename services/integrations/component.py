@@ -1,4 +1,4 @@
-"""The wrapper that runs one integration's client as a worker component (CONTRACTS item 4).
+"""The wrapper that runs one integration's client as a worker component.
 
 A client type is a factory and a settings builder:
 

@@ -2,9 +2,7 @@
 
 Pure: no Django, no I/O. ``IntegrationConfig.clean()`` and the settings builders call
 ``validate``; the admin asks ``secret_fields`` what to mask. A configuration is a JSON object
-of field -> value; a missing field takes its default. The integrations on other branches (Home
-Assistant, Z-Wave JS) are declared here too, so their rows can be stored and edited before their
-clients are wired in; ``register_spec`` replaces a declaration with a richer one.
+of field -> value; a missing field takes its default.
 """
 
 from __future__ import annotations
@@ -303,13 +301,6 @@ def spec_for(kind: str) -> KindSpec:
         return _specs[kind]
     except KeyError:
         raise ValueError(f"unknown integration {kind!r}; known: {', '.join(KINDS)}") from None
-
-
-def register_spec(spec: KindSpec) -> None:
-    """Replace the declaration of one of ``KINDS`` (a client needing more fields)."""
-    if spec.kind not in _specs:
-        raise ValueError(f"unknown integration {spec.kind!r}; known: {', '.join(KINDS)}")
-    _specs[spec.kind] = spec
 
 
 def specs() -> Iterable[KindSpec]:

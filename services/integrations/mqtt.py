@@ -11,10 +11,10 @@ takes the socket over; every paho callback then runs on the loop thread, so no h
 subscribes all of them after every CONNACK (clean sessions), which is how subscriptions are
 restored after a reconnect or a restart for a configuration change.
 
-``MqttClient`` is one integration client (CONTRACTS item 4): MQTT 5 with a fallback to 3.1.1
-when the broker refuses the protocol version (the embedded amqtt broker), reconnects with an
-exponential backoff (``reconnect_min`` doubling to ``reconnect_max``, reset after a CONNACK),
-and reports connecting/connected/disconnected/auth_failed transitions.
+``MqttClient`` is one integration client (shaped as ``component.py`` says): MQTT 5 with a
+fallback to 3.1.1 when the broker refuses the protocol version (the embedded amqtt broker),
+reconnects with an exponential backoff (``reconnect_min`` doubling to ``reconnect_max``, reset
+after a CONNACK), and reports connecting/connected/disconnected/auth_failed transitions.
 """
 
 from __future__ import annotations

@@ -1,38 +1,22 @@
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-import sys
-import types
 from typing import Any
 
 import pytest
-from django.dispatch import Signal
 
+from alarm import signals
 from realtime import receivers
 
 
-def test_nothing_to_connect_without_the_alarm_signals() -> None:
-    if importlib.util.find_spec("alarm.signals") is not None:
-        pytest.skip("alarm.signals exists (merged): see the test below")
-    assert receivers.connect_alarm_signals() is False
-
-
 def test_each_signal_pushes_its_kwargs(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("alarm.signals")
-    fake.__spec__ = importlib.machinery.ModuleSpec("alarm.signals", None)
-    fake.alarm_state_changed = Signal()  # type: ignore[attr-defined]
-    fake.entity_state_changed = Signal()  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "alarm.signals", fake)
     pushed: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(receivers.broadcast, "alarm_state", lambda s: pushed.append(("a", s)))
     monkeypatch.setattr(receivers.broadcast, "entity_state", lambda e: pushed.append(("e", e)))
-    assert receivers.connect_alarm_signals() is True
-    assert receivers.connect_alarm_signals() is True  # dispatch_uid: still one receiver each
+    receivers.connect_alarm_signals()  # as RealtimeConfig.ready() did: still one receiver each
     snapshot = {"state": "armed_away", "previous_state": "arming", "changed_at": "x", "delay": None}
     entity = {"entity_id": "binary_sensor.door", "state": "on", "source": "zigbee2mqtt"}
-    fake.alarm_state_changed.send(sender=None, snapshot=snapshot)
-    fake.entity_state_changed.send(sender=None, entity=entity)
+    signals.alarm_state_changed.send(sender=None, snapshot=snapshot)
+    signals.entity_state_changed.send(sender=None, entity=entity)
     assert pushed == [("a", snapshot), ("e", entity)]
 
 
