@@ -30,7 +30,12 @@ class AlarmConfig(AppConfig):
         sleeper = None
         if isinstance(clock, RealClock) and wakeup.available():
             sleeper = wakeup.PreciseSleeper(clock)
-        return [AlarmTimers(clock, ctx.worker_id, ctx.listener.subscribe, sleeper=sleeper)]
+        from django.conf import settings
+
+        lanes = settings.ALARM_TIMER_LANES
+        return [
+            AlarmTimers(clock, ctx.worker_id, ctx.listener.subscribe, lanes=lanes, sleeper=sleeper)
+        ]
 
 
 def _cancel_pending_of_deleted_rule(sender: Any, instance: Any, **kwargs: Any) -> None:

@@ -1,4 +1,4 @@
-"""The alarm timers' SQL on the component's own psycopg async connection (autocommit).
+"""The alarm timers' SQL on the component's own psycopg async connections (autocommit).
 
 Two statements: LOAD reads every scheduled row of the three timer tables (at start and after
 every reconnect of the listener); FIRE_ACTIONS takes a batch of due pending actions in ONE

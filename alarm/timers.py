@@ -11,11 +11,12 @@ while no worker ran are due at once (catch-up, with each kind's stale policy).
 
 Between fires it sleeps until the earliest deadline: at idle no query, no log line. The wait
 is monotonic and re-checked against the wall clock after waking (never early; a wall-clock
-step does not move a timer: ``timer_policy.on_deadline``). Due timers are fired in batches:
-pending actions in one statement per batch on the component's own connection
-(``alarm.timer_sql``), the rest on its own ORM thread (``alarm.timer_store``), in the
-background so a slow one never delays the next batch. Each row is claimed conditionally, so
-with several replicas every timer fires exactly once.
+step does not move a timer: ``timer_policy.on_deadline``). Due timers are fired in batches,
+never awaited by the loop, so a statement in flight does not delay the next deadline: pending
+actions in one statement per batch (``alarm.timer_sql``) on one of the component's own
+connections (``alarm.timer_lanes``, ``ALARM_TIMER_LANES``), the rest on its own ORM thread
+(``alarm.timer_store``). Each row is claimed conditionally, so with several replicas (or
+lanes) every timer fires exactly once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 import psycopg
 
 from alarm import timer_policy, timer_sql, timer_store
+from alarm.timer_lanes import FiringLanes
 from alarm.timer_policy import ACTION, Key, Notice, PayloadError, Ready, Schedule
 from alarm.wakeup import PreciseSleeper
 from services import db
@@ -43,6 +45,7 @@ APPLICATION_NAME = "alarm-worker-timers"
 RETRY_DELAY = 5.0  # seconds before a timer whose fire failed (database away) is tried again
 MAX_RETRIES = 5
 BATCH = 500
+LANES = 2  # connections firing pending actions at once (see alarm.timer_lanes)
 MALFORMED_LOG_EVERY = 60.0  # seconds between two log lines about malformed notices
 
 
@@ -58,6 +61,7 @@ class AlarmTimers:
         conninfo: Callable[[], str] = lambda: db.conninfo(APPLICATION_NAME),
         orm: AsyncStore | None = None,
         batch: int = BATCH,
+        lanes: int = LANES,
         sleeper: PreciseSleeper | None = None,
     ) -> None:
         self.clock = clock
@@ -66,6 +70,7 @@ class AlarmTimers:
         self._conninfo = conninfo
         self._orm = orm
         self.batch = batch
+        self.lanes = self._new_lanes(lanes)
         self._sleeper = sleeper
         self._sleep_until = sleeper.sleep_until if sleeper else clock.sleep_until
         self.timers = Schedule()
@@ -86,42 +91,55 @@ class AlarmTimers:
     async def run(self, stopping: asyncio.Event) -> None:
         self._wake = asyncio.Event()
         self.timers, self._replay = Schedule(), None
-        orm, own_orm = self._orm or AsyncStore(), self._orm is None
-        conn = await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
+        self.lanes = self._new_lanes(self.lanes.size)
+        given = self._orm
+        orm = self._orm = given or AsyncStore()
         try:
+            await self.lanes.open()
             unsubscribe = self._subscribe(
                 timer_policy.CHANNEL, self._on_notify, on_connect=self._on_connect
             )
             relay = asyncio.create_task(self._relay(stopping), name="alarm-timers-stop")
             try:
-                await self._loop(conn, orm, stopping)
+                await self._loop(stopping)
             finally:
                 unsubscribe()
                 relay.cancel()
+                await self.lanes.drain()
                 await self._finish_orm()
         finally:
-            await conn.close()
-            if own_orm:
+            await self.lanes.close()
+            if given is None:
                 await orm.close()
+                self._orm = None
             if self._sleeper:
                 self._sleeper.close()
+
+    def _new_lanes(self, size: int) -> FiringLanes[Ready]:
+        async def connect() -> psycopg.AsyncConnection[Any]:
+            return await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
+
+        def wake() -> None:
+            self._wake.set()  # the loop raises the lane's failure
+
+        return FiringLanes(connect, self._fire_lane, size=size, batch=self.batch, on_failure=wake)
 
     async def _relay(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
         self._wake.set()
 
-    async def _loop(
-        self, conn: psycopg.AsyncConnection[Any], orm: AsyncStore, stopping: asyncio.Event
-    ) -> None:
+    async def _loop(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             self._wake.clear()  # before looking: a notice that arrives meanwhile wakes us again
+            if self.lanes.failure is not None:
+                raise self.lanes.failure  # a lane's connection is gone: the runner restarts us
             if self._reload_wanted:
                 self._reload_wanted = False
-                await self._reload(conn)
+                await self._reload()
                 continue
             due = self._pop_due()
             if due:
-                await self._fire(conn, orm, due)
+                self._fire(due)
                 continue
             self.sleeping = True
             self._progress.set()
@@ -167,11 +185,12 @@ class AlarmTimers:
                        "count": self.malformed},
             )  # fmt: skip
 
-    async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _reload(self) -> None:
         """Re-read every scheduled row; notices that arrive meanwhile are replayed after."""
         self._replay = []
         try:
-            rows = await timer_sql.load(conn)
+            async with self.lanes.borrowed() as conn:
+                rows = await timer_sql.load(conn)
         finally:
             replay, self._replay = self._replay, None
         self.timers = Schedule()
@@ -209,19 +228,23 @@ class AlarmTimers:
             return None
         return self.clock.now() + timedelta(seconds=deadline - self.clock.monotonic())
 
-    async def _fire(
-        self, conn: psycopg.AsyncConnection[Any], orm: AsyncStore, due: list[Ready]
-    ) -> None:
+    def _fire(self, due: list[Ready]) -> None:
+        """Start firing ``due``: pending actions on a lane, the rest on the ORM thread."""
         actions = [item for item in due if item.key[0] == ACTION]
-        for_orm = [item for item in due if item.key[0] != ACTION]
-        for start in range(0, len(actions), self.batch):
-            chunk = actions[start : start + self.batch]
-            verdicts = await self._fire_actions(conn, chunk)
-            for_orm += [item for item in chunk if verdicts.get(item.key[1]) == "orm"]
-        if for_orm:
-            task = asyncio.create_task(self._fire_orm(orm, for_orm), name="alarm-timers-orm")
-            self._orm_tasks.add(task)
-            task.add_done_callback(self._orm_tasks.discard)
+        if actions:
+            self.lanes.submit(actions)
+        if others := [item for item in due if item.key[0] != ACTION]:
+            self._start_orm(others)
+
+    async def _fire_lane(self, conn: psycopg.AsyncConnection[Any], chunk: list[Ready]) -> None:
+        verdicts = await self._fire_actions(conn, chunk)
+        if for_orm := [item for item in chunk if verdicts.get(item.key[1]) == "orm"]:
+            self._start_orm(for_orm)
+
+    def _start_orm(self, items: list[Ready]) -> None:
+        task = asyncio.create_task(self._fire_orm(self._orm, items), name="alarm-timers-orm")
+        self._orm_tasks.add(task)
+        task.add_done_callback(self._orm_tasks.discard)
 
     async def _fire_actions(
         self, conn: psycopg.AsyncConnection[Any], chunk: list[Ready]
@@ -247,7 +270,8 @@ class AlarmTimers:
         self._count(Counter(f"action.{names.get(v, v)}" for v in verdicts.values() if v != "orm"))
         return verdicts
 
-    async def _fire_orm(self, orm: AsyncStore, items: list[Ready]) -> None:
+    async def _fire_orm(self, orm: AsyncStore | None, items: list[Ready]) -> None:
+        assert orm is not None, "the ORM store is set while the component runs"
         work = [(item.key[0], item.key[1], item.due, item.late) for item in items]
         try:
             outcomes = await orm.call(timer_store.fire, work, self.worker_id, self.clock.now)
@@ -312,11 +336,12 @@ class AlarmTimers:
         )
 
     async def wait_quiet(self) -> None:
-        """Return once the loop sleeps and no fire is in flight on the ORM thread."""
+        """Return once the loop sleeps and no fire is in flight (lanes or ORM thread)."""
         while True:
+            await self.lanes.settled()
             await self._finish_orm()
             await self.wait_until(lambda: self.sleeping)
-            if not self._orm_tasks:
+            if not self._orm_tasks and not self.lanes.in_flight:
                 return
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -331,6 +356,12 @@ class AlarmTimers:
             "next_due_at": deadline.isoformat() if deadline else None,
             "fired": dict(self.outcomes),
             "orm_in_flight": len(self._orm_tasks),
+            "lanes": {
+                "size": self.lanes.size,
+                "in_flight": self.lanes.in_flight,
+                "queued": self.lanes.queued,
+                "statements": self.lanes.statements,
+            },
             "loads": self.loads,
             "malformed_notices": self.malformed,
         }

@@ -20,9 +20,9 @@ idle backend's counters up to 10 s late), both are measured over the same ``--se
 * CPU %: psutil user+system of the process (all threads) over wall time;
 * log lines written during the window (stdout+stderr, INFO level);
 * wake-ups: voluntary + involuntary context switches summed over ``/proc/<pid>/task/*/status``;
-* the worker's held connections by ``application_name`` (expected 6: the ORM's bookkeeping
+* the worker's held connections by ``application_name`` (expected 7: the ORM's bookkeeping
   connection, ``alarm-worker-listener``, two ``alarm-worker-outbox`` (claims and results),
-  ``alarm-worker-timers`` and the integrations' ``alarm-leader <worker id>``, idle in its
+  two ``alarm-worker-timers`` (``ALARM_TIMER_LANES``) and the integrations' ``alarm-leader <worker id>``, idle in its
   advisory lock) with their last statement,
   and the outbox's ``drains`` counter from ``/healthz`` before and after the window (read
   outside it).
@@ -264,7 +264,7 @@ def report(worker: Subject, poller: Subject, interval: float, seconds: float) ->
         ["new connections (sessions delta)", day(w["sessions"], w["wall"]),
          day(p["sessions"], p["wall"]), "0"],
         ["connections held (at start / max)", f"{w['held_t0']} / {w['held_max']}",
-         f"{p['held_t0']} / {p['held_max']}", "6 (ORM, LISTEN, outbox x2, timers, leader)"],
+         f"{p['held_t0']} / {p['held_max']}", "7 (ORM, LISTEN, outbox x2, timers x2, leader)"],
         ["CPU % of one core", f"{w['cpu_pct']:.3f} ({w['cpu_s']:.2f} s)",
          f"{p['cpu_pct']:.3f} ({p['cpu_s']:.2f} s)", "< 0.1"],
         ["log lines (INFO)", day(w["lines"], w["wall"]), day(p["lines"], p["wall"]), "0"],

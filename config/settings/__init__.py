@@ -221,6 +221,13 @@ OUTBOX_BLOCK_PRIVATE = _config(parse_bool, env.get("OUTBOX_BLOCK_PRIVATE"), defa
 # (delivery is at-least-once with an idempotency key anyway).
 OUTBOX_SYNCHRONOUS_COMMIT = _config(parse_bool, env.get("OUTBOX_SYNCHRONOUS_COMMIT"), default=False)
 
+# --- Alarm timers -------------------------------------------------------------------------
+# Connections firing due pending actions at once: a timer due while another's claim statement
+# runs takes the other connection instead of waiting for it (alarm.timer_lanes).
+ALARM_TIMER_LANES = _config(
+    parse_int, "ALARM_TIMER_LANES", env.get("ALARM_TIMER_LANES"), default=2, minimum=1
+)
+
 # --- Logging ------------------------------------------------------------------------------
 LOG_LEVEL = env.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -78,13 +78,16 @@ def parse_bool(value: str | None, *, default: bool = False) -> bool:
     raise ConfigError(f"expected a boolean (true/false), got {value!r}")
 
 
-def parse_int(name: str, value: str | None, *, default: int) -> int:
+def parse_int(name: str, value: str | None, *, default: int, minimum: int | None = None) -> int:
     if value is None or value.strip() == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {number}")
+    return number
 
 
 def parse_float(name: str, value: str | None, *, default: float) -> float:

@@ -3,6 +3,7 @@ by NOTIFY and fire at their time (a fake clock), once, whoever and however many 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from datetime import timedelta
@@ -367,3 +368,53 @@ def test_timer_rows_of_unknown_kinds_do_not_exist() -> None:
     assert KINDS == ("runtime", "action", "alarm")
     assert RuleRuntime.Status.SCHEDULED == "scheduled"
     assert timedelta(seconds=1)
+
+
+async def test_a_lost_timer_connection_stops_the_component_and_a_restart_fires_the_row(
+    alarm: Alarm, db_call: DbCall
+) -> None:
+    timers = await alarm.start()
+    worker = alarm.workers[0]
+    pk = await db_call(pending, alarm.at(1))
+    await waited(timers.wait_scheduled(("action", pk)))
+
+    def cut_timer_connections() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'alarm-worker-timers' AND datname = current_database()"
+            )
+            (count,) = cursor.fetchone() or (0,)
+        return int(count)
+
+    assert await db_call(cut_timer_connections) == timers.lanes.size
+    alarm.clock.advance(1)
+    with pytest.raises(psycopg.OperationalError):
+        await waited(worker.tasks[1])  # the runner would restart it
+    assert (await db_call(PendingAction.objects.get, pk=pk)).status == "scheduled"
+
+    worker.tasks[1] = asyncio.create_task(timers.run(worker.stopping))
+    await waited(timers.wait_outcomes("action.fired", 1))
+    assert (await db_call(PendingAction.objects.get, pk=pk)).status == "fired"
+
+
+async def test_actions_due_close_together_fire_once_each_over_the_lanes(
+    alarm: Alarm, db_call: DbCall
+) -> None:
+    timers = await alarm.start()
+    pks = [await db_call(pending, alarm.at(1 + n / 100)) for n in range(60)]
+    await waited(timers.wait_scheduled(("action", pks[-1])))
+    alarm.clock.advance(1)
+    for handed in range(1, 60):
+        # the next one comes due as soon as this one is handed to a lane, while its statement
+        # may still run: it goes to the other lane or waits for a free one
+        await waited(timers.wait_until(lambda: timers.lanes.submitted >= handed))  # noqa: B023
+        alarm.clock.advance(0.01)
+    await waited(timers.wait_outcomes("action.fired", 60))
+    await quiet(alarm)
+    statuses = await db_call(
+        lambda: Counter(PendingAction.objects.filter(pk__in=pks).values_list("status", flat=True))
+    )
+    assert statuses == {"fired": 60}
+    assert len(await db_call(events, "later")) == 60
+    assert 1 <= timers.lanes.statements <= 60

@@ -191,6 +191,15 @@ def test_parse_int_rejects_naming_the_variable(value: str) -> None:
         parse_int("WORKER_HEALTH_PORT", value, default=0)
 
 
+@pytest.mark.parametrize(("value", "ok"), [("1", True), ("4", True), ("0", False), ("-2", False)])
+def test_parse_int_minimum(value: str, ok: bool) -> None:
+    if ok:
+        assert parse_int("ALARM_TIMER_LANES", value, default=2, minimum=1) == int(value)
+    else:
+        with pytest.raises(ConfigError, match=r"ALARM_TIMER_LANES must be at least 1, got -?\d"):
+            parse_int("ALARM_TIMER_LANES", value, default=2, minimum=1)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(None, 30.0), ("", 30.0), ("2", 2.0), ("0.25", 0.25), ("1e2", 100.0), (" 5.5 ", 5.5)],
