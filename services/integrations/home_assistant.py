@@ -23,19 +23,14 @@ restarts this client. Home Assistant's own front-end library makes the same choi
 from __future__ import annotations
 
 import json
-import random
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
-from services.clock import Clock
 from services.integrations import ha_protocol as proto
 from services.integrations.ha_protocol import EntityFilter, HaSession
 from services.integrations.ws_client import AuthFailed, WebSocketClient
-from services.integrations.ws_support import EntityState, OnState, Report
+from services.integrations.ws_support import EntityState
 
 WEBSOCKET_PATH = "/api/websocket"
 
@@ -104,25 +99,12 @@ class HomeAssistantSettings:
         return urllib.parse.urlunsplit((url.scheme, netloc, url.path, "", ""))
 
 
-class HomeAssistantClient(WebSocketClient):
+class HomeAssistantClient(WebSocketClient[HomeAssistantSettings]):
     integration = "home_assistant"
-    settings: HomeAssistantSettings
 
-    def __init__(
-        self,
-        settings: HomeAssistantSettings,
-        *,
-        clock: Clock,
-        report: Report,
-        on_state: OnState,
-        rng: Callable[[], float] = random.random,
-        http: aiohttp.ClientSession | None = None,
-    ) -> None:
-        super().__init__(
-            settings, clock=clock, report=report, on_state=on_state, rng=rng, http=http
-        )
-        self._filter = settings.entity_filter
-        self._session_proto = HaSession(settings.token)
+    def _init_client(self) -> None:
+        self._filter = self.settings.entity_filter
+        self._session_proto = HaSession(self.settings.token)
         self.version: str | None = None
         self.counters.update(events=0, filtered=0, removed=0)
 

@@ -22,8 +22,9 @@ One ``WebSocketClient.run(stopping)`` holds one connection at a time:
   its failures are counted and logged at a bounded rate, the entity is offered again at
   the next resync.
 
-Subclasses say what the URL is, how to start a connection's protocol state, how to handle
-a text frame and how to ping; they call ``_mark_ready`` (handshake done), ``_mark_live``
+Subclasses (``WebSocketClient[TheirSettings]``) set up their own state in ``_init_client``
+and say what the URL is, how to start a connection's protocol state, how to handle a text
+frame and how to ping; they call ``_mark_ready`` (handshake done), ``_mark_live``
 (in sync; reported ``connected``) and ``_deliver``.
 """
 
@@ -99,13 +100,13 @@ class ClientSettings(Protocol):
     def verify_tls(self) -> bool: ...
 
 
-class WebSocketClient:
+class WebSocketClient[S: ClientSettings]:
     integration: ClassVar[str]  # the status hub's name, on_state's source, the log prefix
     autoping: ClassVar[bool] = True  # False: PING/PONG frames reach _read (Z-Wave's heartbeat)
 
     def __init__(
         self,
-        settings: ClientSettings,
+        settings: S,
         *,
         clock: Clock,
         report: Report,
@@ -138,8 +139,13 @@ class WebSocketClient:
         self.counters = dict.fromkeys(
             ("connects", "sessions", "frames", "states_delivered", "pings", "pong_timeouts"), 0
         )
+        self._init_client()
 
     # --- hooks --------------------------------------------------------------------------
+
+    def _init_client(self) -> None:
+        """Set up the subclass's own state, once, at the end of ``__init__`` (so that no
+        subclass restates the constructor's signature just to add to it)."""
 
     def _begin_connection(self) -> None:
         """Reset the per-connection protocol state."""

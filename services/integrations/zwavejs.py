@@ -18,18 +18,13 @@ authentication: nothing here is secret, and no ``auth_failed`` is reported.
 from __future__ import annotations
 
 import json
-import random
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
-from services.clock import Clock
 from services.integrations import zwavejs_protocol as zw
 from services.integrations.ws_client import WebSocketClient
-from services.integrations.ws_support import Malformed, OnState, Report
+from services.integrations.ws_support import Malformed
 
 
 @dataclass(frozen=True)
@@ -72,24 +67,11 @@ class ZwaveJsSettings:
         return urllib.parse.urlunsplit((url.scheme, netloc, url.path, "", ""))
 
 
-class ZwaveJsClient(WebSocketClient):
+class ZwaveJsClient(WebSocketClient[ZwaveJsSettings]):
     integration = "zwavejs"
     autoping = False
-    settings: ZwaveJsSettings
 
-    def __init__(
-        self,
-        settings: ZwaveJsSettings,
-        *,
-        clock: Clock,
-        report: Report,
-        on_state: OnState,
-        rng: Callable[[], float] = random.random,
-        http: aiohttp.ClientSession | None = None,
-    ) -> None:
-        super().__init__(
-            settings, clock=clock, report=report, on_state=on_state, rng=rng, http=http
-        )
+    def _init_client(self) -> None:
         self._proto = self._new_session()
         self.details: dict[str, Any] = {}
         self.counters.update(value_events=0)

@@ -14,7 +14,7 @@ What a test can do:
         ha.set_state("binary_sensor.door", "off", {"friendly_name": "Door"})
         ...                                        # connect a client to ha.url, ha.token
         await ha.push_state("binary_sensor.door", "on")  # a state_changed to every subscriber
-        await ha.send_raw("{not json")             # any frame, to every authenticated client
+        await ha.send_raw("{not json")             # to every authenticated client, unless silent
         await ha.drop_connections()                # the server closes every WebSocket
         ha.silent = True                           # half-open: reads nothing, answers nothing
         ha.refuse = True                           # the upgrade is answered 503
@@ -24,66 +24,45 @@ What a test can do:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-HOST = "127.0.0.1"
+from tests.fakes.ws_server import Connection, FakeWsServer
+
 VERSION = "2025.6.1"
 
 
 @dataclass(eq=False)
-class FakeConnection:
-    ws: web.WebSocketResponse
+class FakeConnection(Connection):
     authenticated: bool = False
     last_id: int = 0
     subscriptions: dict[int, str] = field(default_factory=dict)  # id -> event_type
 
 
-class FakeHomeAssistant:
+class FakeHomeAssistant(FakeWsServer[FakeConnection]):
+    scheme = "http"  # the client is given Home Assistant's base URL, not the WebSocket's
+    websocket_path = "/api/websocket"
+    shown = ("auth_ok",)
+    bad_json_close: ClassVar[tuple[int, bytes]] = (1003, b"bad json")
+
     def __init__(self, *, token: str = "fake-ha-token", version: str = VERSION) -> None:
+        super().__init__(FakeConnection)
         self.token = token
         self.version = version
-        self.url = ""
-        self.port = 0
         self.states: dict[str, dict[str, Any]] = {}
-        self.connections: list[FakeConnection] = []
-        self.received: list[dict[str, Any]] = []  # every command after auth, in order
-        self.attempts = 0  # requests to /api/websocket, refused ones included
         self.auth_ok = 0
         self.auth_invalid = 0
-        self.pings = 0
         self.rest_requests: list[tuple[str, str]] = []  # (path, Authorization header)
         self.rest_status: int | None = None  # answer every REST request with this status
         self.states_body: Any = None  # GET /api/states answers this instead of the states
-        self.refuse = False
-        self._speaking = asyncio.Event()  # cleared while silent
-        self._speaking.set()
-        self._closing = asyncio.Event()
-        self._changed = asyncio.Event()
         self._context_ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
 
-    # --- controls -----------------------------------------------------------------------
-
-    @property
-    def silent(self) -> bool:
-        return not self._speaking.is_set()
-
-    @silent.setter
-    def silent(self, value: bool) -> None:
-        if value:
-            self._speaking.clear()
-        else:
-            self._speaking.set()
+    # --- the state machine --------------------------------------------------------------
 
     def set_state(
         self, entity_id: str, state: str, attributes: dict[str, Any] | None = None, **extra: Any
@@ -117,69 +96,30 @@ class FakeHomeAssistant:
         old = self.states.pop(entity_id, None)
         return await self._publish(entity_id, old, None)
 
-    async def send_raw(self, frame: str | bytes) -> int:
-        """Send ``frame`` as is (text or binary) to every authenticated connection."""
-        sent = 0
-        for conn in self._live():
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                if isinstance(frame, bytes):
-                    await conn.ws.send_bytes(frame)
-                else:
-                    await conn.ws.send_str(frame)
-                sent += 1
-        return sent
-
-    async def drop_connections(self) -> None:
-        for conn in list(self.connections):
-            await conn.ws.close(code=1001, message=b"going away")
-
-    async def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Return once ``condition()`` holds (checked after every change), else TimeoutError."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not condition():
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"condition not met in {timeout} s (attempts={self.attempts}, "
-                f"auth_ok={self.auth_ok}, connections={len(self.connections)})"
-            ) from None
-
     def subscribers(self) -> int:
-        return sum(1 for c in self._live() if "state_changed" in c.subscriptions.values())
+        return sum(1 for c in self._push_targets() if "state_changed" in c.subscriptions.values())
 
-    # --- the server ---------------------------------------------------------------------
+    # --- the protocol -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Listen (again) on the same port as before, or on a free one the first time."""
-        app = web.Application()
-        app.router.add_get("/api/websocket", self._websocket)
+    def _add_routes(self, app: web.Application) -> None:
+        super()._add_routes(app)
         app.router.add_get("/api/", self._api_root)
         app.router.add_get("/api/states", self._api_states)
-        self._closing.clear()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)  # fmt: skip
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, HOST, self.port, reuse_address=True)
-        await self._site.start()
-        self.port = self._runner.addresses[0][1]
-        self.url = f"http://{HOST}:{self.port}"
 
-    async def stop(self) -> None:
-        """Close every connection and stop listening: connects are refused until start()."""
-        self._closing.set()
-        if self._runner is not None:
-            await self.drop_connections()
-            await self._runner.cleanup()
-            self._runner = None
-        self._notify()
+    def _hears_pushes(self, conn: FakeConnection) -> bool:
+        return conn.authenticated
 
-    def _notify(self) -> None:
-        self._changed.set()
+    async def _greet(self, conn: FakeConnection) -> None:
+        await conn.ws.send_json({"type": "auth_required", "ha_version": self.version})
 
-    def _live(self) -> list[FakeConnection]:
-        return [c for c in self.connections if c.authenticated and not c.ws.closed]
+    async def _on_message(self, conn: FakeConnection, data: Any) -> bool:
+        if not isinstance(data, dict):
+            return True
+        if not conn.authenticated:
+            return await self._authenticate(conn, data)
+        self.received.append(data)
+        await self._command(conn, data)
+        return True
 
     async def _publish(
         self, entity_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None
@@ -188,7 +128,7 @@ class FakeHomeAssistant:
             return 0
         fired = datetime.now(UTC).isoformat()
         sent = 0
-        for conn in self._live():
+        for conn in self._push_targets():
             for sub_id, event_type in list(conn.subscriptions.items()):
                 if event_type != "state_changed":
                     continue
@@ -199,67 +139,10 @@ class FakeHomeAssistant:
                     "time_fired": fired,
                     "context": {"id": f"ctx{next(self._context_ids)}"},
                 }
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await conn.ws.send_json({"id": sub_id, "type": "event", "event": event})
+                frame = json.dumps({"id": sub_id, "type": "event", "event": event})
+                if await self._send(conn, frame):
                     sent += 1
         return sent
-
-    async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        self.attempts += 1
-        self._notify()
-        if self.refuse:
-            return web.Response(status=503, text="refused by the test")
-        # timeout: how long close() waits for the client's answer (a silent one never does).
-        ws = web.WebSocketResponse(max_msg_size=16 * 2**20, timeout=0.5)
-        await ws.prepare(request)
-        conn = FakeConnection(ws)
-        self.connections.append(conn)
-        try:
-            with contextlib.suppress(ConnectionError):  # the client went away mid-answer
-                await self._serve(conn)
-        finally:
-            self.connections.remove(conn)
-            self._notify()
-        return ws
-
-    async def _serve(self, conn: FakeConnection) -> None:
-        ws = conn.ws
-        if not await self._unless_silent():
-            return
-        await ws.send_json({"type": "auth_required", "ha_version": self.version})
-        while await self._unless_silent():
-            message = await ws.receive()
-            if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                return
-            if message.type is not WSMsgType.TEXT or self.silent:
-                continue  # what arrives while silent is lost, as on a half-open connection
-            try:
-                data = json.loads(message.data)
-            except ValueError:
-                await ws.close(code=1003, message=b"bad json")
-                return
-            if not isinstance(data, dict):
-                continue
-            if not conn.authenticated:
-                if not await self._authenticate(conn, data):
-                    return
-                continue
-            self.received.append(data)
-            await self._command(conn, data)
-            self._notify()
-
-    async def _unless_silent(self) -> bool:
-        """Wait while silent (a half-open connection: nothing read, nothing sent).
-
-        False once the server is closing."""
-        if self.silent:
-            waiters = {asyncio.ensure_future(e.wait()) for e in (self._speaking, self._closing)}
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-        return not self._closing.is_set()
 
     async def _authenticate(self, conn: FakeConnection, data: dict[str, Any]) -> bool:
         if data.get("type") == "auth" and data.get("access_token") == self.token:
@@ -320,11 +203,6 @@ class FakeHomeAssistant:
         return self._rest_refusal(request) or web.json_response(body)
 
 
-@contextlib.asynccontextmanager
-async def running_fake_home_assistant(**kwargs: Any) -> AsyncIterator[FakeHomeAssistant]:
-    fake = FakeHomeAssistant(**kwargs)
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
+def running_fake_home_assistant(**kwargs: Any) -> FakeHomeAssistant:
+    """``async with running_fake_home_assistant() as ha``: started for the block."""
+    return FakeHomeAssistant(**kwargs)

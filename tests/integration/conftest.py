@@ -12,14 +12,30 @@ from services.cron import CronComponent
 from services.dbthread import AsyncStore
 from services.execution import Executor
 from services.registry import Registry, bind_time_zone
+from tests.fakes.recorders import WatchedClock
 from tests.integration.outbox_support import outbox  # noqa: F401  (a fixture)
+from tests.integration.ws_harness import Harnesses, home_assistant, zwavejs
 
 START = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
+def clock() -> WatchedClock:
+    """A FakeClock; watched, so that a test can wait for the deadline of a wait in progress."""
+    return WatchedClock(START)
+
+
+# The fake servers, started, with the entities the WebSocket clients' tests know.
+ha = pytest.fixture(home_assistant, name="ha")
+zw = pytest.fixture(zwavejs, name="zw")
+
+
+@pytest.fixture
+async def harnesses(clock: WatchedClock) -> AsyncIterator[Harnesses]:
+    """WebSocket clients on ``clock``, each stopped at the end of the test."""
+    made = Harnesses(clock)
+    yield made
+    await made.stop_all()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from services.integrations.ha_sync import KnownState, SyncError, diff_states, sy
 from services.integrations.home_assistant import HomeAssistantSettings
 from services.integrations.ws_support import EntityState
 from tests.fakes.home_assistant_server import FakeHomeAssistant, running_fake_home_assistant
-from tests.fakes.ws_recorders import RecordingStates
+from tests.fakes.recorders import RecordingStates
 
 NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
 

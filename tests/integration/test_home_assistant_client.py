@@ -1,74 +1,27 @@
-"""HomeAssistantClient against the fake Home Assistant (real sockets, a fake clock)."""
+"""HomeAssistantClient against the fake Home Assistant (real sockets, a fake clock); what it
+shares with the Z-Wave JS client is in test_ws_clients.py. ``ha``, ``harnesses`` and ``clock``
+are conftest's fixtures."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from services.integrations.home_assistant import HomeAssistantClient, HomeAssistantSettings
-from tests.fakes.home_assistant_server import FakeHomeAssistant, running_fake_home_assistant
-from tests.fakes.ws_recorders import WatchedClock
-from tests.integration.ws_harness import Harness, MakeHarness, harness_factory
-
-DOOR = "binary_sensor.front_door"
-H, T = 30.0, 10.0  # heartbeat interval, pong timeout
+from tests.integration.ws_harness import HA_DOOR as DOOR
+from tests.integration.ws_harness import H, T
 
 
-@pytest.fixture
-async def ha() -> AsyncIterator[FakeHomeAssistant]:
-    async with running_fake_home_assistant() as fake:
-        fake.set_state(
-            DOOR,
-            "off",
-            {"friendly_name": "Front door", "device_class": "door"},
-            last_changed="2025-06-01T10:00:00+00:00",
-        )
-        fake.set_state("lock.back", "locked", {"friendly_name": "Back door"})
-        fake.set_state("sensor.power", "230", {"unit_of_measurement": "W"})
-        yield fake
-
-
-@pytest.fixture
-def clock() -> WatchedClock:
-    return WatchedClock(datetime(2025, 6, 2, 12, 0, tzinfo=UTC))
-
-
-@pytest.fixture
-async def make_harness(clock: WatchedClock) -> AsyncIterator[MakeHarness]:
-    async with harness_factory(clock) as make:
-        yield make
-
-
-def settings_for(ha: FakeHomeAssistant, **overrides: Any) -> HomeAssistantSettings:
-    base = HomeAssistantSettings(
-        ha.url,
-        ha.token,
-        heartbeat_interval=H,
-        pong_timeout=T,
-        connect_timeout=10.0,
-        close_timeout=0.2,
-    )
-    return dataclasses.replace(base, **overrides)
-
-
-async def connected(make: MakeHarness, ha: FakeHomeAssistant, **overrides: Any) -> Harness:
-    harness = make(HomeAssistantClient, settings_for(ha, **overrides)).start()
-    await harness.report.wait_for_event("connected")
-    return harness
-
-
-async def test_auth_ok_connects_and_every_state_then_each_change_reaches_on_state(ha, make_harness):
-    harness = await connected(make_harness, ha)
+async def test_auth_ok_connects_and_every_state_then_each_change_reaches_on_state(ha, harnesses):
+    harness = await harnesses.connected(ha)
     connect = harness.report.last
-    assert harness.report.events == ["connecting", "connected"]
+    assert harness.report.events() == ["connecting", "connected"]
     assert connect.integration == "home_assistant"
     assert connect.details == {"version": ha.version, "url": ha.url, "entities": 3}
     door = harness.states.calls_for(DOOR)[0]
@@ -84,15 +37,15 @@ async def test_auth_ok_connects_and_every_state_then_each_change_reaches_on_stat
     assert harness.health()["state"] == "connected" and harness.health()["events"] == 1
 
 
-async def test_a_change_time_ahead_of_our_clock_is_taken_as_now(ha, make_harness, clock):
-    harness = await connected(make_harness, ha)
+async def test_a_change_time_ahead_of_our_clock_is_taken_as_now(ha, harnesses, clock):
+    harness = await harnesses.connected(ha)
     await ha.push_state(DOOR, "on", last_changed="2099-01-01T00:00:00+00:00")
     await harness.states.wait_for(lambda: harness.states.state_of(DOOR) == "on")
     assert harness.states.calls_for(DOOR)[-1].at == clock.now()
 
 
-async def test_auth_invalid_is_an_error_and_no_reconnect_storm(ha, make_harness, clock):
-    harness = make_harness(HomeAssistantClient, settings_for(ha, token="wrong-token")).start()
+async def test_auth_invalid_is_an_error_and_no_reconnect_storm(ha, harnesses, clock):
+    harness = harnesses.start(ha, token="wrong-token")
     failed = await harness.report.wait_for_event("auth_failed")
     assert failed.error == "Invalid access token"
     assert harness.health()["state"] == "auth_failed"
@@ -103,12 +56,11 @@ async def test_auth_invalid_is_an_error_and_no_reconnect_storm(ha, make_harness,
     with pytest.raises(TimeoutError):
         await ha.wait_for(lambda: ha.attempts > 1, timeout=0.3)
     assert (ha.attempts, ha.auth_invalid) == (1, 1)
-    assert harness.report.events == ["connecting", "auth_failed"]
+    assert harness.report.events() == ["connecting", "auth_failed"]
 
 
-async def test_auth_retry_interval_paces_the_retries(ha, make_harness, clock):
-    settings = settings_for(ha, token="wrong-token", auth_retry_interval=600.0)
-    harness = make_harness(HomeAssistantClient, settings).start()
+async def test_auth_retry_interval_paces_the_retries(ha, harnesses, clock):
+    harness = harnesses.start(ha, token="wrong-token", auth_retry_interval=600.0)
     for attempt in range(1, 13):  # two hours
         await harness.waits_until(600.0)
         assert (ha.attempts, ha.auth_invalid) == (attempt, attempt)
@@ -116,11 +68,11 @@ async def test_auth_retry_interval_paces_the_retries(ha, make_harness, clock):
         assert clock.sleepers == 1, "retried early"
         clock.advance(0.1)
     await ha.wait_for(lambda: ha.auth_invalid >= 13)
-    assert harness.report.events == ["connecting", "auth_failed"]  # one error, shown once
+    assert harness.report.events() == ["connecting", "auth_failed"]  # one error, shown once
 
 
-async def test_a_dropped_connection_reconnects_with_backoff_and_catches_up(ha, make_harness, clock):
-    harness = await connected(make_harness, ha)
+async def test_a_dropped_connection_reconnects_with_backoff_and_catches_up(ha, harnesses, clock):
+    harness = await harnesses.connected(ha)
     before = len(harness.states.calls)
     ha.refuse = True  # the next attempts get 503
     await ha.drop_connections()
@@ -157,32 +109,15 @@ async def test_a_dropped_connection_reconnects_with_backoff_and_catches_up(ha, m
     await harness.report.wait_for_event("connected", 3)
 
 
-async def test_server_gone_then_back_on_the_same_port(ha, make_harness, clock):
-    harness = await connected(make_harness, ha)
-    await ha.stop()
-    await harness.report.wait_for_event("disconnected")
-    await harness.waits_until(0.5)
-    clock.advance(0.5)
-    await harness.waits_until(1.0)  # connection refused
-    assert "Cannot connect" in (harness.health()["last_error"] or "")
-    ha.set_state(DOOR, "on")
-    await ha.start()
-    clock.advance(1.0)
-    await harness.report.wait_for_event("connected", 2)
-    await harness.states.wait_for(lambda: harness.states.state_of(DOOR) == "on")
-
-
-async def test_a_silent_connection_is_noticed_within_heartbeat_plus_timeout(
-    ha, make_harness, clock
-):
-    harness = await connected(make_harness, ha)
+async def test_a_silent_connection_is_noticed_within_heartbeat_plus_timeout(ha, harnesses, clock):
+    harness = await harnesses.connected(ha)
     ha.silent = True  # half-open: the socket stays, nothing comes back
     await harness.waits_until(H)
     clock.advance(H)
     await harness.waits_until(T)  # the ping went out; the pong does not come
     assert harness.health()["pings"] == 1
     clock.advance(T - 0.01)
-    assert clock.sleepers == 1 and harness.report.events[-1] == "connected"
+    assert clock.sleepers == 1 and harness.report.events()[-1] == "connected"
     clock.advance(0.02)  # heartbeat + timeout after the last frame (0.01 of float slack)
     lost = await harness.report.wait_for_event("disconnected")
     assert lost.error == "HeartbeatTimeout: no pong within 10 s"
@@ -193,10 +128,8 @@ async def test_a_silent_connection_is_noticed_within_heartbeat_plus_timeout(
     await harness.report.wait_for_event("connected", 2)
 
 
-async def test_pongs_keep_a_quiet_connection_up_and_traffic_spares_the_pings(
-    ha, make_harness, clock
-):
-    harness = await connected(make_harness, ha)
+async def test_pongs_keep_a_quiet_connection_up_and_traffic_spares_the_pings(ha, harnesses, clock):
+    harness = await harnesses.connected(ha)
     for pings in (1, 2, 3):  # quiet: one ping per interval, each answered
         await harness.waits_until(H)
         clock.advance(H)
@@ -210,51 +143,13 @@ async def test_pongs_keep_a_quiet_connection_up_and_traffic_spares_the_pings(
     assert ha.pings == 3 and harness.health()["pings"] == 3
     clock.advance(H / 2)
     await ha.wait_for(lambda: ha.pings == 4)
-    assert harness.report.events == ["connecting", "connected"]
+    assert harness.report.events() == ["connecting", "connected"]
 
 
-async def test_the_handshake_is_bounded_by_connect_timeout(ha, make_harness, clock):
-    ha.silent = True  # upgrades, then never says auth_required
-    harness = make_harness(HomeAssistantClient, settings_for(ha)).start()
-    await ha.wait_for(lambda: len(ha.connections) == 1)
-    await clock.wait_for_deadlines([10.0])
-    clock.advance(10.0)
-    lost = await harness.report.wait_for_event("disconnected")
-    assert lost.error == "ConnectionLost: no handshake within 10 s"
-
-
-@pytest.mark.parametrize("phase", ["tcp", "handshake", "backoff", "connected"])
-async def test_stopping_returns_promptly_in_any_phase(ha, make_harness, phase):
-    if phase == "tcp":  # a server that accepts and never answers the HTTP upgrade
-        accepted = asyncio.Event()
-
-        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            accepted.set()
-            await reader.read()  # until the client goes
-
-        server = await asyncio.start_server(hold, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        settings = settings_for(ha, base_url=f"http://127.0.0.1:{port}")
-    else:
-        settings = settings_for(ha)
-        ha.silent = phase == "handshake"
-        ha.refuse = phase == "backoff"
-    harness = make_harness(HomeAssistantClient, settings).start()
-    if phase == "tcp":
-        await asyncio.wait_for(accepted.wait(), 5)
-    elif phase == "handshake":
-        await ha.wait_for(lambda: len(ha.connections) == 1)
-    elif phase == "backoff":
-        await harness.waits_until(0.5)
-    else:
-        await harness.report.wait_for_event("connected")
-    await harness.stop(timeout=1.0)
-    assert harness.health()["state"] == "stopped"
-    if phase == "connected":
-        assert (harness.report.last.event, harness.report.last.error) == ("disconnected", "stopped")
-    if phase == "tcp":
-        server.close()
-        await server.wait_closed()
+def state_changed(entity_id: Any, new_state: Any) -> str:
+    """A ``state_changed`` event frame (of the subscription with id 1)."""
+    data = {"entity_id": entity_id, "new_state": new_state}
+    return json.dumps({"id": 1, "type": "event", "event": {"data": data}})
 
 
 def fuzz_frames(rng: random.Random, count: int) -> list[tuple[str | bytes, str]]:
@@ -281,62 +176,23 @@ def fuzz_frames(rng: random.Random, count: int) -> list[tuple[str | bytes, str]]
             "bad_event",
         ),
         lambda: (
-            json.dumps(
-                {
-                    "id": 1,
-                    "type": "event",
-                    "event": {
-                        "data": {
-                            "entity_id": rng.choice(["Bad.Id", "nodot", 7, None, "a" * 300]),
-                            "new_state": good_state,
-                        }
-                    },
-                }
-            ),
+            state_changed(rng.choice(["Bad.Id", "nodot", 7, None, "a" * 300]), good_state),
             "bad_entity_id",
         ),
         lambda: (
-            json.dumps(
-                {
-                    "id": 1,
-                    "type": "event",
-                    "event": {
-                        "data": {
-                            "entity_id": DOOR,
-                            "new_state": {
-                                **good_state,
-                                "state": rng.choice([None, 5, [], "x" * 300]),
-                            },
-                        }
-                    },
-                }
-            ),
+            state_changed(DOOR, {**good_state, "state": rng.choice([None, 5, [], "x" * 300])}),
             "bad_state",
         ),
-        lambda: (
-            json.dumps(
-                {
-                    "id": 1,
-                    "type": "event",
-                    "event": {
-                        "data": {
-                            "entity_id": DOOR,
-                            "new_state": {**good_state, "attributes": "big " * 2000},
-                        }
-                    },
-                }
-            ),
-            "bad_state",
-        ),
+        lambda: (state_changed(DOOR, {**good_state, "attributes": "big " * 2000}), "bad_state"),
         lambda: (bytes(rng.randbytes(rng.randint(1, 64))), "binary"),
     ]
     return [rng.choice(makers)() for _ in range(count)]
 
 
 async def test_thousands_of_malformed_frames_are_counted_logged_rarely_and_harmless(
-    ha, make_harness, clock, caplog
+    ha, harnesses, clock, caplog
 ):
-    harness = await connected(make_harness, ha)
+    harness = await harnesses.connected(ha)
     frames = fuzz_frames(random.Random(5), 3000)
     with caplog.at_level(logging.WARNING):
         for frame, _ in frames:
@@ -347,7 +203,7 @@ async def test_thousands_of_malformed_frames_are_counted_logged_rarely_and_harml
     for _, reason in frames:
         expected[reason] = expected.get(reason, 0) + 1
     assert harness.health()["malformed"] == expected
-    assert harness.health()["connects"] == 1 and harness.report.events[-1] == "connected"
+    assert harness.health()["connects"] == 1 and harness.report.events()[-1] == "connected"
     logged = [r for r in caplog.records if getattr(r, "event", "") == "home_assistant.malformed"]
     assert len(logged) == 1  # the fake clock stood still: one line per minute at most
     clock.advance(60)
@@ -358,21 +214,10 @@ async def test_thousands_of_malformed_frames_are_counted_logged_rarely_and_harml
     assert len(logged) == 2 and logged[1].not_logged_since_last == len(frames) - 1
 
 
-async def test_a_frame_over_the_limit_costs_the_connection_not_the_client(ha, make_harness, clock):
-    harness = await connected(make_harness, ha, max_frame_bytes=64 * 1024)
-    await ha.send_raw(json.dumps({"type": "padding", "data": "x" * 100_000}))
-    lost = await harness.report.wait_for_event("disconnected")
-    assert "max_frame_bytes" in (lost.error or "")
-    assert harness.health()["malformed"] == {"too_big": 1}
-    await harness.waits_until(0.5)
-    clock.advance(0.5)
-    await harness.report.wait_for_event("connected", 2)
-
-
 async def test_an_on_state_failure_is_counted_and_offered_again_after_a_reconnect(
-    ha, make_harness, clock
+    ha, harnesses, clock
 ):
-    harness = make_harness(HomeAssistantClient, settings_for(ha))
+    harness = harnesses.make(ha)
     harness.states.fail_for.add(DOOR)
     harness.start()
     await harness.report.wait_for_event("connected")
@@ -387,9 +232,9 @@ async def test_an_on_state_failure_is_counted_and_offered_again_after_a_reconnec
     assert [c.entity_id for c in harness.states.calls[calls:]] == [DOOR]
 
 
-async def test_filters_and_removed_entities(ha, make_harness):
-    harness = await connected(
-        make_harness, ha, include=("binary_sensor.*", "lock.*"), exclude=("lock.*",)
+async def test_filters_and_removed_entities(ha, harnesses):
+    harness = await harnesses.connected(
+        ha, include=("binary_sensor.*", "lock.*"), exclude=("lock.*",)
     )
     assert {c.entity_id for c in harness.states.calls} == {DOOR}
     await ha.push_state("sensor.power", "231")
@@ -401,10 +246,10 @@ async def test_filters_and_removed_entities(ha, make_harness):
     assert [c.entity_id for c in harness.states.calls] == [DOOR, "binary_sensor.window"]
 
 
-async def test_the_token_is_never_logged_reported_or_shown(ha, make_harness, caplog):
+async def test_the_token_is_never_logged_reported_or_shown(ha, harnesses, caplog):
     with caplog.at_level(logging.DEBUG):
-        good = await connected(make_harness, ha)
-        bad = make_harness(HomeAssistantClient, settings_for(ha, token="wrong-secret-xyz"))
+        good = await harnesses.connected(ha)
+        bad = harnesses.make(ha, token="wrong-secret-xyz")
         bad.start()
         await bad.report.wait_for_event("auth_failed")
         await good.stop()
@@ -416,7 +261,7 @@ async def test_the_token_is_never_logged_reported_or_shown(ha, make_harness, cap
 
 
 async def test_a_resync_slower_than_heartbeat_plus_timeout_keeps_the_connection(
-    ha, make_harness, clock
+    ha, harnesses, clock
 ):
     for n in range(12):
         ha.set_state(f"sensor.slow_{n}", str(n))
@@ -426,7 +271,7 @@ async def test_a_resync_slower_than_heartbeat_plus_timeout_keeps_the_connection(
         await asyncio.sleep(0)  # let the heartbeat look at the clock meanwhile
         return True
 
-    harness = make_harness(HomeAssistantClient, settings_for(ha), on_state=slow_write).start()
+    harness = harnesses.start(ha, on_state=slow_write)
     await harness.report.wait_for_event("connected")
     assert clock.monotonic() == 75.0  # longer than heartbeat + timeout (40 s)
     assert harness.health()["pong_timeouts"] == 0 and ha.attempts == 1

@@ -13,7 +13,7 @@ from services.integrations.ws_support import (
     reconnect_delay,
 )
 from services.integrations.zwavejs import ZwaveJsSettings
-from tests.fakes.ws_recorders import RecordingReport
+from tests.fakes.recorders import RecordingReport
 
 TOKEN = "llat-abcdef-very-secret"
 

@@ -43,6 +43,15 @@ BATTERY = value(
 CONFIG = value(112, 3, 1, commandClassName="Configuration")
 
 
+def event(source: str, name: str, **fields: Any) -> dict[str, Any]:
+    """An event message, as zwave-js-server sends it."""
+    return {"type": "event", "event": {"source": source, "event": name, **fields}}
+
+
+def value_updated(args: Any, node_id: Any = 7) -> dict[str, Any]:
+    return event("node", "value updated", nodeId=node_id, args=args)
+
+
 def listening(nodes: list[dict] | None = None, **kwargs: Any) -> tuple[zw.ZwaveSession, list]:
     session = zw.ZwaveSession(**kwargs)
     session.receive(VERSION)
@@ -181,17 +190,7 @@ def test_a_value_event_agrees_with_the_dump():
     session, [out] = listening()
     assert isinstance(out, zw.Listening)
     args = {k: v for k, v in DOOR.items() if k not in ("value", "metadata")}
-    [update] = session.receive(
-        {
-            "type": "event",
-            "event": {
-                "source": "node",
-                "event": "value updated",
-                "nodeId": 7,
-                "args": {**args, "newValue": 22, "prevValue": 23},
-            },
-        }
-    )
+    [update] = session.receive(value_updated({**args, "newValue": 22, "prevValue": 23}))
     assert isinstance(update, zw.ValueUpdate)
     dumped = out.entities[0]
     assert update.entity.entity_id == dumped.entity_id and update.entity.name == dumped.name
@@ -201,44 +200,25 @@ def test_a_value_event_agrees_with_the_dump():
 
 def test_events_that_are_not_ours_are_dropped_silently():
     session, _ = listening()
-    for event in [
-        {"source": "node", "event": "value updated", "nodeId": 7, "args": CONFIG},
-        {"source": "node", "event": "statistics updated", "nodeId": 7, "statistics": {}},
-        {"source": "driver", "event": "logging", "message": "x"},
-        {"source": "controller", "event": "inclusion started", "secure": True},
+    for message in [
+        value_updated(CONFIG),
+        event("node", "statistics updated", nodeId=7, statistics={}),
+        event("driver", "logging", message="x"),
+        event("controller", "inclusion started", secure=True),
     ]:
-        assert session.receive({"type": "event", "event": event}) == []
+        assert session.receive(message) == []
 
 
 def test_nodes_added_removed_and_ready():
     session, _ = listening()
-    [added] = session.receive(
-        {
-            "type": "event",
-            "event": {"source": "controller", "event": "node added", "node": {"nodeId": 9}},
-        }
-    )
+    [added] = session.receive(event("controller", "node added", node={"nodeId": 9}))
     assert isinstance(added, zw.NodesChanged) and added.details["nodes"] == 2
-    ready = session.receive(
-        {
-            "type": "event",
-            "event": {
-                "source": "node",
-                "event": "ready",
-                "nodeId": 9,
-                "nodeState": {"nodeId": 9, "name": "Hall", "values": [value(48, "Any", False)]},
-            },
-        }
-    )
+    hall = {"nodeId": 9, "name": "Hall", "values": [value(48, "Any", False)]}
+    ready = session.receive(event("node", "ready", nodeId=9, nodeState=hall))
     assert [u.entity.entity_id for u in ready if isinstance(u, zw.ValueUpdate)] == [
         "zwavejs.node_9_binary_sensor_any"
     ]
-    [removed] = session.receive(
-        {
-            "type": "event",
-            "event": {"source": "controller", "event": "node removed", "node": {"nodeId": 7}},
-        }
-    )
+    [removed] = session.receive(event("controller", "node removed", node={"nodeId": 7}))
     assert isinstance(removed, zw.NodesChanged) and removed.details["nodes"] == 1
 
 
@@ -249,60 +229,12 @@ def test_nodes_added_removed_and_ready():
         ({"type": 3}, "bad_message"),
         ({"type": "event", "event": None}, "bad_event"),
         ({"type": "event", "event": {"source": "node"}}, "bad_event"),
-        (
-            {
-                "type": "event",
-                "event": {"source": "node", "event": "value updated", "nodeId": "7", "args": DOOR},
-            },
-            "bad_event",
-        ),
-        (
-            {
-                "type": "event",
-                "event": {"source": "node", "event": "value updated", "nodeId": 7, "args": None},
-            },
-            "bad_value",
-        ),
-        (
-            {
-                "type": "event",
-                "event": {
-                    "source": "node",
-                    "event": "value updated",
-                    "nodeId": 7,
-                    "args": {**DOOR, "commandClass": "113"},
-                },
-            },
-            "bad_value",
-        ),
-        (
-            {
-                "type": "event",
-                "event": {
-                    "source": "node",
-                    "event": "value updated",
-                    "nodeId": 7,
-                    "args": {**DOOR, "property": None},
-                },
-            },
-            "bad_value",
-        ),
-        (
-            {
-                "type": "event",
-                "event": {
-                    "source": "node",
-                    "event": "value updated",
-                    "nodeId": 7,
-                    "args": {**DOOR, "endpoint": "0"},
-                },
-            },
-            "bad_value",
-        ),
-        (
-            {"type": "event", "event": {"source": "controller", "event": "node added", "node": 9}},
-            "bad_event",
-        ),
+        (value_updated(DOOR, node_id="7"), "bad_event"),
+        (value_updated(None), "bad_value"),
+        (value_updated({**DOOR, "commandClass": "113"}), "bad_value"),
+        (value_updated({**DOOR, "property": None}), "bad_value"),
+        (value_updated({**DOOR, "endpoint": "0"}), "bad_value"),
+        (event("controller", "node added", node=9), "bad_event"),
     ],
 )
 def test_malformed_messages_name_their_reason(body, reason):

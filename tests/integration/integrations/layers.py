@@ -11,7 +11,8 @@ from typing import Any
 from services.clock import FakeClock
 from services.integrations.mqtt import MqttClient, MqttHub
 from services.integrations.mqtt_settings import MqttSettings, parse_url
-from tests.integration.integrations.fakes import TIMEOUT, RecordingReport
+from tests.fakes.recorders import RecordingReport
+from tests.fakes.waitable import TIMEOUT
 
 
 @dataclass

@@ -26,7 +26,7 @@ from services.integrations.config_spec import EMBEDDED_URL
 from services.integrations.leadership import Leadership
 from services.integrations.models import IntegrationConfig
 from services.listener import Listener
-from tests.integration.integrations.fakes import Recorder
+from tests.fakes.recorders import Recorder
 
 PASSWORD = "broker-password-1234"
 
@@ -185,13 +185,13 @@ def test_every_change_notifies_the_kind() -> None:
 
 
 class RecordingClient:
-    started = Recorder()
+    started: Recorder[Any] = Recorder()  # the settings each run() began with
 
     def __init__(self, settings: Any, *, clock: Any, report: Any, on_state: Any) -> None:
         self.settings = settings
 
     async def run(self, stopping: asyncio.Event) -> None:
-        RecordingClient.started._record(self.settings)
+        RecordingClient.started.record(self.settings)
         await stopping.wait()
 
     def health(self) -> dict[str, Any]:
@@ -201,7 +201,7 @@ class RecordingClient:
 @dataclass
 class Worker:
     components: dict[str, IntegrationComponent]
-    loads: Recorder
+    loads: Recorder[str]
     db: AsyncStore
 
     def starts(self) -> dict[str, int]:
@@ -214,12 +214,12 @@ async def worker(settings: Any) -> AsyncIterator[Worker]:
     loading, with recording clients in place of the real ones."""
     settings.MQTT_URL = "mqtt://127.0.0.1:1"
     RecordingClient.started = Recorder()
-    store, listener, loads = AsyncStore(), Listener(), Recorder()
+    store, listener, loads = AsyncStore(), Listener(), Recorder[str]()
     leadership = Leadership("worker-a", key=secrets.randbits(62))
 
     async def load(kind: str) -> config.EffectiveConfig:
         loaded = await store.call(config.load, kind)
-        loads._record(kind)
+        loads.record(kind)
         return loaded
 
     builders = {
@@ -262,17 +262,17 @@ def save(kind: str, **settings: Any) -> None:
 async def test_a_change_restarts_only_that_integration(worker: Worker) -> None:
     await worker.db.call(save, "zigbee2mqtt", base_topic="z1")
     await worker.db.call(save, "frigate")
-    await RecordingClient.started.wait_until(lambda calls: len(calls) == 3)
+    await RecordingClient.started.wait_for(lambda: len(RecordingClient.started.calls) == 3)
     assert worker.starts() == {"mqtt": 1, "zigbee2mqtt": 1, "frigate": 1}
     await worker.db.call(save, "zigbee2mqtt", base_topic="z2")
-    await RecordingClient.started.wait_until(lambda calls: len(calls) == 4)
+    await RecordingClient.started.wait_for(lambda: len(RecordingClient.started.calls) == 4)
     assert RecordingClient.started.calls[-1] == zigbee2mqtt.Zigbee2MqttSettings(base_topic="z2")
     assert worker.starts() == {"mqtt": 1, "zigbee2mqtt": 2, "frigate": 1}
     # Saving what is already there, or a field equal to its default, restarts nothing.
     loads = worker.loads.calls.count("zigbee2mqtt")
     await worker.db.call(save, "zigbee2mqtt", base_topic="z2", stale_after=75)
-    await worker.loads.wait_until(lambda calls: calls.count("zigbee2mqtt") > loads)
+    await worker.loads.wait_for(lambda: worker.loads.calls.count("zigbee2mqtt") > loads)
     # A row for MQTT equal to the environment default changes nothing either.
     await worker.db.call(save, "mqtt", url="mqtt://127.0.0.1:1")
-    await worker.loads.wait_until(lambda calls: "mqtt" in calls[-1:])
+    await worker.loads.wait_for(lambda: "mqtt" in worker.loads.calls[-1:])
     assert worker.starts() == {"mqtt": 1, "zigbee2mqtt": 2, "frigate": 1}

@@ -14,8 +14,8 @@ from services import embedded
 from services.clock import RealClock
 from services.integrations.mqtt import MqttClient, MqttHub
 from services.integrations.mqtt_settings import MqttSettings
+from tests.fakes.recorders import RecordingReport
 from tests.integration.integrations.brokers import listening
-from tests.integration.integrations.fakes import RecordingReport
 
 
 @pytest.fixture
@@ -76,11 +76,12 @@ async def test_the_client_starts_and_reaches_the_embedded_broker(local_dir: Path
     )  # fmt: skip
     task = asyncio.create_task(client.run(stopping))
     try:
-        await report.wait_for("mqtt", "connected")
+        await report.wait_for_event("connected", integration="mqtt")
     finally:
         stopping.set()
         async with asyncio.timeout(10):
             await task
-    details = report.calls[1][3]
+    details = report.calls[1].details
+    assert details is not None
     assert details["embedded"] is True and details["protocol"] == "3.1.1"
     assert details["broker"] == embedded.mqtt_url().removeprefix("mqtt://")

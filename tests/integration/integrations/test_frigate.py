@@ -20,11 +20,12 @@ from services.integrations.models import FrigateDetection
 from services.integrations.settings import FRIGATE_DETECTIONS_RETENTION
 from services.integrations.tasks import cleanup_frigate_detections
 from services.runtime_settings import set_value
+from tests.fakes.recorders import Recorder
 from tests.integration.integrations.brokers import Publisher, topic_prefix
-from tests.integration.integrations.fakes import Recorder
 from tests.integration.integrations.layers import Stack, running_stack
 
 T0 = 1_750_000_000.0
+Saved = Recorder[tuple[str, bool]]  # (event id, created) of each detection stored
 
 
 @pytest.fixture
@@ -35,17 +36,17 @@ async def orm() -> AsyncIterator[AsyncStore]:
 
 
 @pytest.fixture
-def saved() -> Recorder:
-    return Recorder()
+def saved() -> Saved:
+    return Saved()
 
 
 @pytest.fixture
-async def frigate(broker_url: str, orm: AsyncStore, saved: Recorder) -> AsyncIterator[Stack]:
+async def frigate(broker_url: str, orm: AsyncStore, saved: Saved) -> AsyncIterator[Stack]:
     settings = FrigateSettings(topic_prefix=topic_prefix())
 
     async def save(detection: Detection) -> bool:
         created = await orm.call(store.save_detection, detection)
-        saved._record((detection.event_id, created))
+        saved.record((detection.event_id, created))
         return created
 
     async with running_stack(
@@ -71,7 +72,7 @@ async def publish(publisher: Publisher, topic: str, payload: str) -> None:
 
 @pytest.mark.django_db(transaction=True)
 async def test_detections_are_stored_and_updates_merge(
-    frigate: Stack, publisher: Publisher, orm: AsyncStore, saved: Recorder
+    frigate: Stack, publisher: Publisher, orm: AsyncStore, saved: Saved
 ) -> None:
     prefix = frigate.layer.settings.topic_prefix
     await publish(publisher, f"{prefix}/events", event("new", entered_zones=["street"]))
@@ -83,7 +84,7 @@ async def test_detections_are_stored_and_updates_merge(
         publisher, f"{prefix}/events", event("end", top_score=0.8, end_time=T0 + 12, has_clip=True)
     )
     await publish(publisher, f"{prefix}/events", event("new", id="other", label="person"))
-    await saved.wait_until(lambda calls: len(calls) == 4)
+    await saved.wait_count(4)
     assert [created for _, created in saved.calls] == [True, False, False, True]
     rows = await orm.call(lambda: list(FrigateDetection.objects.order_by("event_id").values()))
     assert [r["event_id"] for r in rows] == ["1750000000.5-abc", "other"]
@@ -102,9 +103,7 @@ async def test_availability_is_reported_on_transitions_only(
     prefix = frigate.layer.settings.topic_prefix
     for payload in ("online", "online", "garbage", "offline", "offline", "online"):
         await publish(publisher, f"{prefix}/available", payload)
-    await frigate.report.wait_until(
-        lambda _: frigate.report.events("frigate").count("available") > 1
-    )
+    await frigate.report.wait_for_event("available", 2, integration="frigate")
     assert frigate.report.events("frigate") == ["available", "unavailable", "available"]
     assert frigate.layer.health()["malformed"] == {"wrong_type": 1}
 

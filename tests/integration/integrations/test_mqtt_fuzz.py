@@ -15,8 +15,8 @@ from services.integrations.frigate import FrigateClient, FrigateSettings
 from services.integrations.frigate_parse import Detection
 from services.integrations.payloads import Malformed
 from services.integrations.zigbee2mqtt import Zigbee2MqttClient, Zigbee2MqttSettings
+from tests.fakes.recorders import Recorder, RecordingStates
 from tests.integration.integrations.brokers import Publisher, topic_prefix
-from tests.integration.integrations.fakes import Recorder, RecordingStates
 from tests.integration.integrations.layers import running_stack
 
 MAX_PAYLOAD = 64 * 1024
@@ -69,10 +69,10 @@ async def test_fuzzed_payloads_are_counted_and_the_layers_survive(
 ) -> None:
     rng = random.Random(SEED)
     base, prefix = topic_prefix(), topic_prefix()
-    states, stored = RecordingStates(), Recorder()
+    states, stored = RecordingStates(), Recorder[str]()
 
     async def store(detection: Detection) -> None:
-        stored._record(detection.event_id)
+        stored.record(detection.event_id)
 
     async with running_stack(
         broker_url,
@@ -129,10 +129,8 @@ async def test_fuzzed_payloads_are_counted_and_the_layers_survive(
         valid = {"id": "sentinel", "camera": "c", "label": "l"}
         messages.append((f"{prefix}/events", json.dumps({"type": "new", "after": valid}).encode()))
         await asyncio.to_thread(publisher.publish_many, messages)
-        await states.wait_until(
-            lambda calls: any(c["entity_id"].endswith("sentinel") for c in calls)
-        )
-        await stored.wait_until(lambda calls: "sentinel" in calls)
+        await states.wait_for(lambda: any(c.entity_id.endswith("sentinel") for c in states.calls))
+        await stored.wait_for(lambda: "sentinel" in stored.calls)
         await z2m.sink.wait_idle()
 
         assert stack.mqtt.health()["malformed"] == {"too_large": too_large}

@@ -18,6 +18,8 @@ import pytest
 from services.clock import FakeClock, RealClock
 from services.integrations.mqtt import MqttClient, MqttHub
 from services.integrations.mqtt_settings import MqttSettings, parse_url
+from tests.fakes.recorders import RecordingReport
+from tests.fakes.waitable import TIMEOUT
 from tests.integration.integrations.brokers import (
     PrivateBroker,
     Publisher,
@@ -25,7 +27,6 @@ from tests.integration.integrations.brokers import (
     make_certificates,
     topic_prefix,
 )
-from tests.integration.integrations.fakes import TIMEOUT, RecordingReport
 
 
 def settings_for(url: str, **changes: Any) -> MqttSettings:
@@ -101,12 +102,14 @@ async def test_connects_reports_and_routes_messages_to_handlers(
     assert await inbox.next() == (f"{prefix}/a/x/y", b"one")
     assert await other.next() == (f"{prefix}/b/z", b"two")
     assert report.events("mqtt")[-2:] == ["connecting", "connected"]
-    _, _, _, details = report.calls[-1]
+    details = report.last.details
+    assert details is not None
     assert details["client_id"] == client.client_id and "password" not in details
     health = client.health()
     assert health["state"] == "connected" and health["received"] == 2
     await running.stop()
-    assert report.calls[-1][:3] == ("mqtt", "disconnected", "stopped")
+    last = report.last
+    assert (last.integration, last.event, last.error) == ("mqtt", "disconnected", "stopped")
 
 
 async def test_broker_stop_and_start_flip_the_status_and_restore_subscriptions(
@@ -123,14 +126,14 @@ async def test_broker_stop_and_start_flip_the_status_and_restore_subscriptions(
     client = running.start(make_client(settings_for(private_broker.url), report, hub, clock))
     await subscribed(client, f"{prefix}/#")
     private_broker.stop()
-    await report.wait_for("mqtt", "disconnected")
-    [error] = report.errors("mqtt", "disconnected")
+    await report.wait_for_event("disconnected", integration="mqtt")
+    [error] = report.errors("disconnected", integration="mqtt")
     assert error  # "connection lost", or the broker's DISCONNECT reason
     assert client.health()["state"] in ("disconnected", "backoff") and not client.subscribed
     private_broker.start()
     await clock.wait_for_sleepers(1)  # the reconnect backoff sleeps on the injected clock
     clock.advance(1.0)
-    await report.wait_for("mqtt", "connected", count=2)
+    await report.wait_for_event("connected", 2, integration="mqtt")
     await subscribed(client, f"{prefix}/#")  # restored on the new connection
     publisher = Publisher(private_broker.url)
     try:
@@ -153,12 +156,12 @@ async def test_a_stopped_broker_is_reported_at_once_not_after_a_keepalive(
     protocol = "3.1.1" if private_broker.kind == "amqtt" else "auto"  # amqtt has no MQTT 5
     settings = settings_for(private_broker.url, keepalive=60, protocol=protocol)
     running.start(make_client(settings, report, MqttHub(), FakeClock()))
-    await report.wait_for("mqtt", "connected")
+    await report.wait_for_event("connected", integration="mqtt")
     stopped = time.monotonic()
     private_broker.stop(signum)
     # A keepalive would take a minute at least: a ping after 60 s of quiet, then its answer.
     async with asyncio.timeout(5):
-        await report.wait_for("mqtt", "disconnected")
+        await report.wait_for_event("disconnected", integration="mqtt")
     print(f"disconnected reported {1000 * (time.monotonic() - stopped):.0f} ms after {signum.name}")
     events = report.events("mqtt")  # amqtt: "connecting" twice (the 3.1.1 fallback)
     assert events[-2:] == ["connected", "disconnected"] and events.count("disconnected") == 1
@@ -182,7 +185,7 @@ async def test_an_unreachable_broker_is_retried_with_a_doubling_backoff(
     ]
     assert delays == [1, 2, 4, 4, 4]
     assert report.events("mqtt")[:2] == ["connecting", "disconnected"]
-    assert "cannot connect" in str(report.errors("mqtt", "disconnected")[0])
+    assert "cannot connect" in str(report.errors("disconnected", integration="mqtt")[0])
 
 
 async def test_falls_back_to_mqtt_3_1_1_for_a_broker_without_5(
@@ -220,10 +223,10 @@ async def test_refused_credentials_are_auth_failed_without_a_reconnect_storm(
         report, clock = RecordingReport(), FakeClock()
         settings = settings_for(broker.url, username="nobody", password="wrong")
         running.start(make_client(settings, report, MqttHub(), clock))
-        await report.wait_for("mqtt", "auth_failed")
+        await report.wait_for_event("auth_failed", integration="mqtt")
         await clock.wait_for_sleepers(1)  # backing off, not retrying at once
         assert report.events("mqtt") == ["connecting", "auth_failed"]
-        assert "Not authorized" in str(report.errors("mqtt", "auth_failed")[0])
+        assert "Not authorized" in str(report.errors("auth_failed", integration="mqtt")[0])
     finally:
         await running.stop()
         broker.stop()
@@ -294,15 +297,17 @@ async def test_tls_with_the_broker_certificate_checked(
             publisher.close()
         got = [await inbox.next() for _ in range(200)]
         assert [payload for _, payload in got] == [b"%d" % n for n in range(200)]
-        assert report.calls[1][3]["tls"] is True
+        details = report.calls[1].details
+        assert details is not None and details["tls"] is True
         # Without the CA the certificate does not verify: a clear error, then backoff.
         report2, clock, other = RecordingReport(), FakeClock(), Running()
         other.start(make_client(replace(settings, tls_ca_file=""), report2, MqttHub(), clock))
         try:
-            await report2.wait_for("mqtt", "disconnected")
+            await report2.wait_for_event("disconnected", integration="mqtt")
         finally:
             await other.stop()
-        assert "CERTIFICATE_VERIFY_FAILED" in str(report2.errors("mqtt", "disconnected")[0])
+        first_error = report2.errors("disconnected", integration="mqtt")[0]
+        assert "CERTIFICATE_VERIFY_FAILED" in str(first_error)
     finally:
         await running.stop()
         broker.stop()

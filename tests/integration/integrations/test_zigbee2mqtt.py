@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.integrations.zigbee2mqtt import Zigbee2MqttClient, Zigbee2MqttSettings
+from tests.fakes.recorders import RecordingStates
 from tests.integration.integrations.brokers import Publisher, topic_prefix
-from tests.integration.integrations.fakes import RecordingStates
 from tests.integration.integrations.layers import Stack, running_stack
 
 
@@ -41,14 +41,14 @@ async def test_available_expires_75_s_after_the_last_message(
 ) -> None:
     base, clock = z2m.layer.settings.base_topic, z2m.clock
     await publish(publisher, f"{base}/bridge/state", '{"state": "online"}')
-    await z2m.report.wait_for("zigbee2mqtt", "available")
+    await z2m.report.wait_for_event("available", integration="zigbee2mqtt")
     await clock.wait_for_sleepers(1)  # the expiry timer
     clock.advance(74.9)
     await asyncio.sleep(0)
     assert z2m.report.events("zigbee2mqtt") == ["available"] and clock.sleepers == 1
     clock.advance(0.1)
-    await z2m.report.wait_for("zigbee2mqtt", "unavailable")
-    assert z2m.report.errors("zigbee2mqtt", "unavailable") == ["no message for 75 s"]
+    await z2m.report.wait_for_event("unavailable", integration="zigbee2mqtt")
+    assert z2m.report.errors("unavailable", integration="zigbee2mqtt") == ["no message for 75 s"]
     assert z2m.layer.health()["available"] is False
 
 
@@ -57,7 +57,7 @@ async def test_a_message_in_between_pushes_the_expiry_back(
 ) -> None:
     base, clock = z2m.layer.settings.base_topic, z2m.clock
     await publish(publisher, f"{base}/bridge/state", "online")
-    await z2m.report.wait_for("zigbee2mqtt", "available")
+    await z2m.report.wait_for_event("available", integration="zigbee2mqtt")
     await clock.wait_for_sleepers(1)
     clock.advance(60)
     await publish(publisher, f"{base}/Door", '{"contact": true}')
@@ -66,7 +66,7 @@ async def test_a_message_in_between_pushes_the_expiry_back(
     await clock.wait_for_sleepers(1)
     assert z2m.report.events("zigbee2mqtt") == ["available"]
     clock.advance(60)  # 75 s after the second one
-    await z2m.report.wait_for("zigbee2mqtt", "unavailable")
+    await z2m.report.wait_for_event("unavailable", integration="zigbee2mqtt")
     assert z2m.report.events("zigbee2mqtt") == ["available", "unavailable"]
 
 
@@ -75,10 +75,10 @@ async def test_the_bridge_going_offline_is_unavailable_at_once(
 ) -> None:
     base = z2m.layer.settings.base_topic
     await publish(publisher, f"{base}/bridge/state", "online")
-    await z2m.report.wait_for("zigbee2mqtt", "available")
+    await z2m.report.wait_for_event("available", integration="zigbee2mqtt")
     await publish(publisher, f"{base}/bridge/state", "offline")
-    await z2m.report.wait_for("zigbee2mqtt", "unavailable")
-    assert z2m.report.errors("zigbee2mqtt", "unavailable") == ["bridge offline"]
+    await z2m.report.wait_for_event("unavailable", integration="zigbee2mqtt")
+    assert z2m.report.errors("unavailable", integration="zigbee2mqtt") == ["bridge offline"]
     await publish(publisher, f"{base}/Door", '{"contact": true}')  # still offline
     await states.wait_count(1)
     assert z2m.report.events("zigbee2mqtt") == ["available", "unavailable"]
@@ -101,13 +101,13 @@ async def test_device_messages_become_entity_states(
     await publish(publisher, f"{base}/Front Door/availability", '{"state": "offline"}')
     await states.wait_count(3)
     await z2m.layer.sink.wait_idle()
-    assert [(c["entity_id"], c["state"], c["attributes"]) for c in states.calls] == [
+    assert [(c.entity_id, c.state, c.attributes) for c in states.calls] == [
         ("zigbee2mqtt.front_door", "on", {"contact": False, "battery": 90}),
         ("zigbee2mqtt.front_door", "off", {"contact": True, "battery": 90}),
         ("zigbee2mqtt.front_door", "unavailable", {"contact": True, "battery": 90}),
     ]
     first = states.calls[0]
-    assert (first["source"], first["name"], first["at"]) == (
+    assert (first.source, first.name, first.at) == (
         "zigbee2mqtt", "Front Door", z2m.clock.now()
     )  # fmt: skip
     health = z2m.layer.health()
@@ -132,4 +132,4 @@ async def test_malformed_messages_are_counted_and_the_layer_carries_on(
     assert z2m.layer.health()["malformed"] == {
         "bad_json": 2, "not_object": 1, "wrong_type": 1, "unknown_topic": 1,
     }  # fmt: skip
-    assert states.calls[0]["state"] == "on"
+    assert states.calls[0].state == "on"
