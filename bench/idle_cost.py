@@ -22,8 +22,8 @@ idle backend's counters up to 10 s late), both are measured over the same ``--se
 * wake-ups: voluntary + involuntary context switches summed over ``/proc/<pid>/task/*/status``;
 * the worker's held connections by ``application_name`` (expected 7: the ORM's bookkeeping
   connection, ``alarm-worker-listener``, two ``alarm-worker-outbox`` (claims and results),
-  two ``alarm-worker-timers`` (``ALARM_TIMER_LANES``) and the integrations' ``alarm-leader <worker id>``, idle in its
-  advisory lock) with their last statement,
+  two ``alarm-worker-timers`` (``ALARM_TIMER_LANES``) and the integrations'
+  ``alarm-leader <worker id>``, idle in its advisory lock) with their last statement,
   and the outbox's ``drains`` counter from ``/healthz`` before and after the window (read
   outside it).
 
