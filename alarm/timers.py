@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -38,6 +37,7 @@ from alarm.wakeup import PreciseSleeper
 from services import db
 from services.clock import Clock
 from services.dbthread import AsyncStore
+from services.ratelimit_log import FieldNames, RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ RETRY_DELAY = 5.0  # seconds before a timer whose fire failed (database away) is
 MAX_RETRIES = 5
 BATCH = 500
 LANES = 2  # connections firing pending actions at once (see alarm.timer_lanes)
-MALFORMED_LOG_EVERY = 60.0  # seconds between two log lines about malformed notices
 
 
 class AlarmTimers:
@@ -83,8 +82,11 @@ class AlarmTimers:
         self._progress = asyncio.Event()
         self.loads = 0
         self.sleeping = False  # waiting for a deadline or a notice (tests wait on it)
-        self.malformed = 0
-        self._malformed_logged_at = float("-inf")
+        # Anyone can NOTIFY the channel: a flood of garbage is one line a minute, counted.
+        self._bad_notices = RateLimitedLog(
+            logger, "alarm.timer_notice_malformed", "malformed timer notice ignored",
+            monotonic=clock.monotonic, names=FieldNames(detail="error", total="count"),
+        )  # fmt: skip
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -158,7 +160,7 @@ class AlarmTimers:
         try:
             notice = timer_policy.parse(payload)
         except PayloadError as exc:
-            self._malformed(str(exc))
+            self._bad_notices.record("bad_payload", str(exc))
             return
         if self._replay is not None:
             self._replay.append(notice)
@@ -174,16 +176,10 @@ class AlarmTimers:
     def _schedule(self, key: Key, due: datetime) -> bool:
         return self.timers.set(key, due, self.clock.now(), self.clock.monotonic())
 
-    def _malformed(self, problem: str) -> None:
-        self.malformed += 1
-        now = time.monotonic()
-        if now - self._malformed_logged_at >= MALFORMED_LOG_EVERY:
-            self._malformed_logged_at = now
-            logger.warning(
-                "malformed timer notice ignored",
-                extra={"event": "alarm.timer_notice_malformed", "error": problem,
-                       "count": self.malformed},
-            )  # fmt: skip
+    @property
+    def malformed(self) -> int:
+        """Notices ignored because they could not be parsed (tests and health read it)."""
+        return self._bad_notices.total
 
     async def _reload(self) -> None:
         """Re-read every scheduled row; notices that arrive meanwhile are replayed after."""

@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from realtime import broadcast, store
-from realtime.logs import BoundedLog
 from realtime.status import (
     INTEGRATIONS,
     IntegrationStatus,
@@ -41,6 +40,7 @@ from realtime.status import (
 from realtime.store import OfflineEvent
 from services.backoff import exponential
 from services.clock import Clock
+from services.ratelimit_log import RateLimitedLog
 from services.timers import TimerHeap
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class StatusHub:
         self._loop_moved = asyncio.Event()  # the loop fell asleep or woke up (settled())
         self._write_failures = 0
         self._retry_at = 0.0
-        self._log = BoundedLog(logger, log_every)
+        self._log = RateLimitedLog(logger, every=log_every, monotonic=clock.monotonic)
         self.loaded = False
         self.reports = self.changes = self.writes = self.pushes = self.rejected = 0
         self.last_error: str | None = None
@@ -117,7 +117,7 @@ class StatusHub:
             integration, event, error, details = check_report(integration, event, error, details)
         except ReportError as exc:
             self.rejected += 1
-            self._log.warning("realtime.report_rejected", "status report rejected", error=str(exc))
+            self._log.record("realtime.report_rejected", "status report rejected", error=str(exc))
             return
         self.reports += 1
         self._reported.add(integration)
@@ -318,7 +318,7 @@ class StatusHub:
         self.last_error = f"{type(exc).__name__}: {exc}"
         delay = exponential(self._write_failures, base=self.retry_base, cap=self.retry_cap)
         self._retry_at = self.clock.monotonic() + delay
-        self._log.warning(
+        self._log.record(
             "realtime.write_failed",
             "cannot store integration status; retrying",
             error=self.last_error,

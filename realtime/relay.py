@@ -39,11 +39,11 @@ from realtime.broadcast import (
     default_layer,
     group_name,
 )
-from realtime.logs import BoundedLog
 from realtime.summary import SummaryFeed
+from services.ratelimit_log import RateLimitedLog
 
 logger = logging.getLogger(__name__)
-_log = BoundedLog(logger)
+_log = RateLimitedLog(logger)
 
 
 class Member(Protocol):
@@ -100,7 +100,7 @@ class Relay:
                 channel = await layer.new_channel()
                 await layer.group_add(group, channel)
             except Exception as exc:
-                _log.warning("realtime.join_failed", "cannot join the push group", error=repr(exc))
+                _log.record("realtime.join_failed", "cannot join the push group", error=repr(exc))
                 joined.set_exception(exc)
                 return
             joined.set_result(None)
@@ -121,7 +121,7 @@ class Relay:
             try:
                 message = await layer.receive(channel)
             except Exception as exc:
-                _log.warning("realtime.relay_lost", "push group lost", error=repr(exc))
+                _log.record("realtime.relay_lost", "push group lost", error=repr(exc))
                 if self._task is asyncio.current_task():
                     self._task = None  # whoever joins next starts a new session
                 await self._lose_all()
@@ -159,7 +159,7 @@ class Relay:
             try:
                 await layer.group_add(group, channel)
             except Exception as exc:
-                _log.warning("realtime.renew_failed", "membership not renewed", error=repr(exc))
+                _log.record("realtime.renew_failed", "membership not renewed", error=repr(exc))
 
 
 _relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Relay] = weakref.WeakKeyDictionary()

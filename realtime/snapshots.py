@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from realtime import broadcast, sequence, store
-from realtime.logs import BoundedLog
 from realtime.status import system_status_payload
+from services.ratelimit_log import RateLimitedLog
 
 logger = logging.getLogger(__name__)
-_log = BoundedLog(logger)
+_log = RateLimitedLog(logger)
 
 AlarmSnapshotSource = Callable[[], dict[str, Any]]
 
@@ -50,7 +50,7 @@ def alarm_state_message() -> dict[str, Any]:
         payload: dict[str, Any] | None = _alarm_source()
     except Exception as exc:
         payload = None
-        _log.warning(
+        _log.record(
             "realtime.alarm_snapshot_failed", "alarm state snapshot failed", error=repr(exc)
         )
     return broadcast.message("alarm_state", payload, sequence=number)

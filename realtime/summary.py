@@ -29,11 +29,11 @@ from typing import Any
 from django.db.models import F
 
 from realtime import broadcast, sequence
-from realtime.logs import BoundedLog
 from services.models import ScheduledJob, TaskRun
+from services.ratelimit_log import RateLimitedLog
 
 logger = logging.getLogger(__name__)
-_log = BoundedLog(logger)
+_log = RateLimitedLog(logger)
 
 KIND = "task_runs"
 NEXT_JOBS = 10
@@ -125,7 +125,7 @@ class SummaryFeed:
                 message = await self._read()
             except Exception as exc:  # the database is away: the next hint tries again
                 self.failures += 1
-                _log.warning(
+                _log.record(
                     "realtime.summary_failed", "cannot read the jobs and runs", error=repr(exc)
                 )
                 continue

@@ -18,9 +18,8 @@ from typing import Any
 from services.clock import Clock
 from services.integrations import frigate_parse as parse
 from services.integrations.config_spec import EffectiveConfig
-from services.integrations.malformed import MalformedLog
 from services.integrations.mqtt import MqttHub
-from services.integrations.payloads import Malformed
+from services.integrations.payloads import Malformed, malformed_log
 from services.integrations.sink import OrderedSink
 
 logger = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class FrigateClient:
         self.clock = clock
         self._report = report
         self._mqtt = mqtt
-        self.errors = MalformedLog(logger, SOURCE, clock.monotonic)
+        self.errors = malformed_log(logger, SOURCE, clock.monotonic)
         self.sink: OrderedSink[parse.Detection] = OrderedSink(SOURCE, store, self.errors)
         self.available: bool | None = None
         self.received = 0

@@ -34,7 +34,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from services.backoff import exponential
 from services.clock import Clock
-from services.integrations.malformed import MalformedLog
 from services.integrations.mqtt_hub import Handler, MqttHub
 from services.integrations.mqtt_session import Connection
 from services.integrations.mqtt_settings import (
@@ -44,6 +43,7 @@ from services.integrations.mqtt_settings import (
     client_id,
     parse_url,
 )
+from services.integrations.payloads import malformed_log
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class MqttClient:
         self._connects = 0
         self._last_error: str | None = None
         self.received = 0
-        self.errors = MalformedLog(logger, "mqtt", clock.monotonic)
+        self.errors = malformed_log(logger, "mqtt", clock.monotonic)
         # Filters the broker acknowledged on the current connection; the event is replaced
         # at every change (tests and health wait on it: "subscriptions restored").
         self.subscribed: set[str] = set()

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from services.integrations.malformed import MalformedLog
 from services.integrations.mqtt_settings import filter_problem, matches
+from services.integrations.payloads import malformed_log
 
 if TYPE_CHECKING:
     from services.integrations.mqtt import MqttClient
@@ -30,7 +30,7 @@ class MqttHub:
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._routes: dict[str, list[Handler]] = {}
         self._client: MqttClient | None = None
-        self.errors = MalformedLog(logger, "mqtt", monotonic)
+        self.errors = malformed_log(logger, "mqtt", monotonic)
 
     def subscribe(self, topic_filter: str, handler: Handler) -> Callable[[], None]:
         """Route messages matching ``topic_filter`` to ``handler``; returns unsubscribe."""

@@ -1,16 +1,45 @@
-"""Pure helpers shared by the MQTT layers' parsers: the Malformed error and JSON decoding
-(only what the database can store: UTF-8 without NUL or lone surrogates)."""
+"""Pure helpers shared by the MQTT layers: the Malformed error, the log that counts what they
+cannot use, and JSON decoding (only what the database can store: UTF-8 without NUL or lone
+surrogates)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Callable
 from typing import Any
+
+from services.ratelimit_log import FieldNames, RateLimitedLog
 
 # JSON escapes the database cannot store: NUL (PostgreSQL text and jsonb refuse it) and UTF-16
 # surrogates, which are fine in pairs (emoji) but not alone (no UTF-8 encoding exists).
 _NUL_ESCAPE = "\\u0000"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+# What every line of ``malformed_log`` carries besides the caller's fields (``topic``, ...);
+# ``/healthz`` has the counts, the README documents ``event=integrations.malformed``.
+_NAMES = FieldNames(kind="kind", total="total")
+
+
+def malformed_log(
+    logger: logging.Logger,
+    integration: str,
+    monotonic: Callable[[], float],
+    *,
+    event: str = "integrations.malformed",
+    what: str = "malformed message",
+) -> RateLimitedLog:
+    """The counter of an MQTT layer's unusable input: one line per kind a minute at most.
+
+    A line reads ``<integration>: <what> (<kind>): <detail>``; ``event`` and ``what`` are
+    for the sink's failed deliveries, counted and logged the same way.
+    """
+    return RateLimitedLog(
+        logger, event, f"%(integration)s: {what} (%(kind)s): %(detail)s",
+        monotonic=monotonic, fields={"integration": integration}, names=_NAMES,
+    )  # fmt: skip
 
 
 class Malformed(ValueError):

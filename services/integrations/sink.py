@@ -13,7 +13,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.integrations.malformed import MalformedLog
+from services.integrations.payloads import malformed_log
+from services.ratelimit_log import RateLimitedLog
 
 
 class OrderedSink[T]:
@@ -21,7 +22,7 @@ class OrderedSink[T]:
         self,
         name: str,
         deliver: Callable[[T], Awaitable[Any]],
-        errors: MalformedLog,
+        errors: RateLimitedLog,
         *,
         limit: int = 10_000,
     ) -> None:
@@ -34,7 +35,7 @@ class OrderedSink[T]:
         self._idle = asyncio.Event()
         self._idle.set()
         self.delivered = 0
-        self._failures = MalformedLog(
+        self._failures = malformed_log(
             logging.getLogger(__name__), name, errors.monotonic,
             event="integrations.delivery_failed", what="delivery failed",
         )  # fmt: skip

@@ -44,7 +44,6 @@ from aiohttp import WSCloseCode, WSMsgType
 
 from services.clock import Clock
 from services.integrations.ws_support import (
-    CountedLog,
     DeliveredStates,
     EntityState,
     Malformed,
@@ -61,11 +60,16 @@ from services.integrations.ws_waits import (
     session_until_stopped,
     wait_or_stop,
 )
+from services.ratelimit_log import FieldNames, RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
 # Seconds of slack when the heartbeat re-checks: a timer that wakes a hair early pings anyway.
 _SLACK = 0.05
+# The names the clients' counted lines have always carried (log searches use them).
+_COUNTED = FieldNames(
+    kind="reason", detail="detail", suppressed="not_logged_since_last", total="total"
+)
 
 
 class HeartbeatTimeout(ConnectionLost):
@@ -121,9 +125,9 @@ class WebSocketClient[S: ClientSettings]:
         self._on_state = on_state
         self._rng = rng
         self._http = http
-        self.malformed = CountedLog(f"{self.integration}.malformed", "malformed message ignored")
-        self.state_failures = CountedLog(
-            f"{self.integration}.on_state_failed", "entity state could not be stored"
+        self.malformed = self._counted_log("malformed", "malformed message ignored")
+        self.state_failures = self._counted_log(
+            "on_state_failed", "entity state could not be stored"
         )
         self.delivered = DeliveredStates()
         self._handshake_timer: asyncio.Future[None] | None = None
@@ -171,7 +175,7 @@ class WebSocketClient[S: ClientSettings]:
             **self.counters,
             "reconnects": max(self.counters["sessions"] - 1, 0),
             "entities": len(self.delivered),
-            "malformed": dict(self.malformed.counts),
+            "malformed": self.malformed.as_dict(),
             "on_state_errors": self.state_failures.total,
             **self._health_details(),
         }
@@ -379,8 +383,16 @@ class WebSocketClient[S: ClientSettings]:
         self._status("connected", details=details)
         logger.info("connected", extra={"event": f"{self.integration}.connected", **details})
 
+    def _counted_log(self, what: str, message: str) -> RateLimitedLog:
+        # One window per log, not per reason: a fuzzer's mix of reasons is still one line a
+        # minute; the per-reason counts are in ``health()``.
+        return RateLimitedLog(
+            logger, f"{self.integration}.{what}", message,
+            monotonic=self._clock.monotonic, per_kind=False, names=_COUNTED,
+        )  # fmt: skip
+
     def _malformed(self, reason: str, detail: str, exc_info: BaseException | None = None) -> None:
-        self.malformed.record(reason, detail, now=self._clock.monotonic(), exc_info=exc_info)
+        self.malformed.record(reason, detail, exc_info=exc_info)
 
     async def _deliver(self, entity: EntityState) -> None:
         if not self.delivered.is_new(entity):
@@ -397,9 +409,8 @@ class WebSocketClient[S: ClientSettings]:
             self._last_activity = self._clock.monotonic()
             self.delivered.forget(entity.entity_id)
             self.state_failures.record(
-                type(exc).__name__, f"{entity.entity_id}: {describe(exc)}",
-                now=self._clock.monotonic(), exc_info=exc,
-            )  # fmt: skip
+                type(exc).__name__, f"{entity.entity_id}: {describe(exc)}", exc_info=exc
+            )
             return
         self.delivered.remember(entity)
         self.counters["states_delivered"] += 1

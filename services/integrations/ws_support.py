@@ -1,7 +1,5 @@
 """What the WebSocket clients (Home Assistant, Z-Wave JS) share.
 
-* ``CountedLog``: bad input is counted by reason and logged at a bounded rate (one line per
-  ``log_every`` seconds at most, carrying how many were not logged since).
 * ``reconnect_delay``: exponential backoff with "equal jitter": half of the delay is fixed,
   so replicas never retry in a burst, the other half spreads them out.
 * ``StatusReporter``: forwards only transitions to the status hub's ``report`` callable, and
@@ -16,7 +14,6 @@ No I/O here; the asyncio side is ``ws_client.py``.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -69,48 +66,6 @@ def reconnect_delay(attempt: int, *, base: float, cap: float, fraction: float) -
     """Delay before reconnect number ``attempt`` (1-based); ``fraction`` in [0, 1)."""
     full = exponential(attempt, base=base, cap=cap)
     return full / 2 + full / 2 * fraction
-
-
-class CountedLog:
-    """Counts occurrences per reason; logs one warning per ``log_every`` seconds at most.
-
-    Used for malformed input (``event`` = ``<integration>.malformed``) and for failed
-    ``on_state`` calls: a flood of either costs a counter increment, not a log line each.
-    """
-
-    def __init__(self, event: str, message: str, *, log_every: float = 60.0) -> None:
-        self.event = event
-        self.message = message
-        self.log_every = log_every
-        self.counts: Counter[str] = Counter()
-        self._last_logged: float | None = None
-        self._unlogged = 0
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def record(
-        self, reason: str, detail: str, *, now: float, exc_info: BaseException | None = None
-    ) -> bool:
-        """Count one occurrence; returns True when this one was logged."""
-        self.counts[reason] += 1
-        if self._last_logged is not None and now - self._last_logged < self.log_every:
-            self._unlogged += 1
-            return False
-        logger.warning(
-            self.message,
-            extra={
-                "event": self.event,
-                "reason": reason,
-                "detail": detail[:200],
-                "not_logged_since_last": self._unlogged,
-                "total": self.total,
-            },
-            exc_info=exc_info,
-        )
-        self._last_logged, self._unlogged = now, 0
-        return True
 
 
 class StatusReporter:

@@ -20,8 +20,8 @@ from typing import Any
 from services.clock import Clock
 from services.integrations import z2m_parse as parse
 from services.integrations.config_spec import EffectiveConfig
-from services.integrations.malformed import MalformedLog
 from services.integrations.mqtt import MqttHub
+from services.integrations.payloads import malformed_log
 from services.integrations.sink import OrderedSink
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Zigbee2MqttClient:
         self._report = report
         self._on_state = on_state
         self._mqtt = mqtt
-        self.errors = MalformedLog(logger, SOURCE, clock.monotonic)
+        self.errors = malformed_log(logger, SOURCE, clock.monotonic)
         self.liveness = parse.Liveness(settings.stale_after)
         self.devices = parse.Devices(ignored=frozenset(settings.ignored_attributes))
         self.known: dict[str, parse.DeviceInfo] = {}

@@ -6,7 +6,6 @@ import pytest
 
 from services.integrations.home_assistant import HomeAssistantSettings
 from services.integrations.ws_support import (
-    CountedLog,
     DeliveredStates,
     EntityState,
     StatusReporter,
@@ -32,26 +31,6 @@ TOKEN = "llat-abcdef-very-secret"
 )
 def test_reconnect_delay_is_half_fixed_half_jitter(attempt, fraction, delay):
     assert reconnect_delay(attempt, base=1.0, cap=60.0, fraction=fraction) == pytest.approx(delay)
-
-
-def test_counted_log_counts_everything_and_logs_once_per_window(caplog):
-    log = CountedLog("home_assistant.malformed", "malformed message ignored", log_every=60.0)
-    with caplog.at_level(logging.WARNING):
-        logged = [log.record("bad_json", "x", now=t / 1000) for t in range(5000)]  # 0 .. 5 s
-        later = log.record("unknown_type", "y", now=61.0)
-    assert logged.count(True) == 1 and later is True
-    assert log.counts == {"bad_json": 5000, "unknown_type": 1} and log.total == 5001
-    records = [r for r in caplog.records if getattr(r, "event", "") == "home_assistant.malformed"]
-    assert len(records) == 2
-    assert records[1].not_logged_since_last == 4999
-    assert records[1].reason == "unknown_type"
-
-
-def test_counted_log_cuts_long_details(caplog):
-    log = CountedLog("zwavejs.malformed", "malformed")
-    with caplog.at_level(logging.WARNING):
-        log.record("too_big", "z" * 10_000, now=0.0)
-    assert len(caplog.records[0].detail) == 200
 
 
 def test_status_reporter_reports_transitions_only():
