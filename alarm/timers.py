@@ -119,12 +119,28 @@ class AlarmTimers:
 
     def _new_lanes(self, size: int) -> FiringLanes[Ready]:
         async def connect() -> psycopg.AsyncConnection[Any]:
-            return await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
+            try:
+                # Planned once (re-planning the claim cost more than running it); commits
+                # stay synchronous: a fired timer forgotten by a crash would fire twice.
+                await conn.execute(db.session_settings())
+                conn.prepare_threshold = 0  # prepared at first use, and used at once:
+                await self._warm_up(conn)  # the first timers do not pay for planning
+            except BaseException:
+                await conn.close()
+                raise
+            return conn
 
         def wake() -> None:
             self._wake.set()  # the loop raises the lane's failure
 
         return FiringLanes(connect, self._fire_lane, size=size, batch=self.batch, on_failure=wake)
+
+    async def _warm_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Plan and prepare the claim statement by running it on no rows."""
+        await timer_sql.fire_actions(
+            conn, [], now=self.clock.now(), worker=self.worker_id, stale_after=0.0
+        )
 
     async def _relay(self, stopping: asyncio.Event) -> None:
         await stopping.wait()

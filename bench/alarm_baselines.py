@@ -11,6 +11,13 @@ autocommit psycopg connection. It writes ``[index, due, start, committed]`` per 
 ``INTERVAL`` seconds fires every due pending action in one statement (the worker's own
 FIRE_ACTIONS shape with ``now()``), until SIGTERM.
 
+``python bench/alarm_baselines.py floor DBNAME``: the physical floor of a durable timer here, a
+bare loop with none of the worker's bookkeeping: it LISTENs on ``alarm_timers`` (the table's
+own trigger), keeps a ``heapq``, sleeps with ``asyncio`` until the earliest due time and fires
+the due rows with one minimal UPDATE + INSERT on one connection (no lock order, no verdicts,
+no stale policy, no precise wake-up), until SIGTERM. What it measures is what this machine's
+PostgreSQL round trip and wake-ups cost any durable timer.
+
 ``python bench/alarm_baselines.py rss-apscheduler COUNT`` / ``rss-heapq COUNT``: RSS growth
 (MiB) and time per add / remove (us) for COUNT pending timers; prints one JSON line.
 """
@@ -53,6 +60,19 @@ INSERT INTO alarm_alarmevent (event_type, state_from, state_to, message, data, t
 SELECT 'rule_fired', '', '', due.action ->> 'message',
        jsonb_build_object('pending_action', due.id), clock_timestamp()
 FROM due
+"""
+
+
+FLOOR_FIRE = """
+WITH done AS (
+    UPDATE alarm_pendingaction SET status = 'fired', finished_at = %(now)s, fired_by = 'floor'
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'scheduled' AND fire_at <= %(now)s
+    RETURNING id, action
+)
+INSERT INTO alarm_alarmevent (event_type, state_from, state_to, message, data, timestamp)
+SELECT 'rule_fired', '', '', done.action ->> 'message',
+       jsonb_build_object('pending_action', done.id), clock_timestamp()
+FROM done
 """
 
 
@@ -109,6 +129,53 @@ def poll(dbname: str, interval: float) -> None:
             deadline = time.monotonic() + interval
             while not stop and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+
+async def floor(dbname: str) -> None:
+    """The bare durable loop (see the module docstring)."""
+    url = common.db_url(dbname)
+    listen = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    claim = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    await listen.execute("LISTEN alarm_timers")
+    heap: list[tuple[float, int]] = []
+    due_of: dict[int, float] = {}  # the live due time per id; stale heap entries are skipped
+    changed, stopping = asyncio.Event(), asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+
+    async def notices() -> None:
+        async for notice in listen.notifies():
+            kind, raw_id, raw_due = notice.payload.split()
+            if kind != "action":
+                continue
+            if raw_due == "cancel":
+                due_of.pop(int(raw_id), None)
+            else:
+                due_of[int(raw_id)] = float(raw_due)
+                heapq.heappush(heap, (float(raw_due), int(raw_id)))
+            changed.set()
+
+    reader = asyncio.create_task(notices())
+    print("floor ready", flush=True)
+    while not stopping.is_set():
+        changed.clear()
+        now = time.time()
+        ids = []
+        while heap and heap[0][0] <= now:
+            due, row_id = heapq.heappop(heap)
+            if due_of.get(row_id) == due:
+                del due_of[row_id]
+                ids.append(row_id)
+        if ids:
+            await claim.execute(FLOOR_FIRE, {"ids": ids, "now": at(now)})
+            continue
+        timeout = heap[0][0] - time.time() if heap else None
+        waiters = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(stopping.wait())]
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+    reader.cancel()
+    await listen.close()
+    await claim.close()
 
 
 def rss_apscheduler(count: int) -> dict[str, float]:
@@ -173,6 +240,8 @@ def main(argv: list[str]) -> int:
         asyncio.run(apscheduler_run(dbname, plan, float(start), Path(out)))
     elif mode == "poll":
         poll(rest[0], float(rest[1]))
+    elif mode == "floor":
+        asyncio.run(floor(rest[0]))
     elif mode == "rss-apscheduler":
         print(json.dumps(rss_apscheduler(int(rest[0]))))
     elif mode == "rss-heapq":

@@ -9,6 +9,8 @@ plan, the same for every subject). Subjects, one after the other, each in its ow
   transaction ``--lead`` (5) s before the window; the mid-way changes are SQL UPDATEs;
 * APScheduler 3's in-memory AsyncIOScheduler (``pip install 'apscheduler<4'``; its column
   says n/a otherwise), each job doing the same durable effect (INSERT an alarm event);
+* the floor: a bare LISTEN + heapq + one minimal UPDATE/INSERT loop on one connection
+  (``bench/alarm_baselines.py floor``), what any durable timer costs on this machine;
 * a polling loop that fires every due row every 5 s (the old design).
 
 Per subject: timers expected to fire, fired, missed, duplicates (an action recorded twice),
@@ -93,6 +95,16 @@ def poll_spawner(dbname: str, interval: float) -> Any:
         return child
 
     spawn.interval = interval  # type: ignore[attr-defined]
+    return spawn
+
+
+def floor_spawner(dbname: str) -> Any:
+    def spawn() -> common.Child:
+        args = [common.PYTHON, "bench/alarm_baselines.py", "floor", dbname]
+        child = common.Child(args, common.django_env(common.db_url(dbname)), label="floor")
+        child.wait_for("floor ready", 30)
+        return child
+
     return spawn
 
 
@@ -190,21 +202,24 @@ def main() -> int:
     parser.add_argument("--lead", type=float, default=5.0)
     parser.add_argument("--poll-interval", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="3,000 timers over 20 s")
-    parser.add_argument("--only", choices=["worker", "apscheduler", "poll"], action="append")
+    parser.add_argument(
+        "--only", choices=["worker", "floor", "apscheduler", "poll"], action="append"
+    )
     parser.add_argument("--keep-databases", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.count, args.seconds = 3_000, 20.0
-    only = set(args.only or ["worker", "apscheduler", "poll"])
+    only = set(args.only or ["worker", "floor", "apscheduler", "poll"])
     plan = ac.Plan.make(args.count, args.seconds)
     print(f"{args.count} timers over {args.seconds:g} s; {len(plan.rescheduled)} rescheduled "
           f"and {len(plan.cancelled)} cancelled at {plan.mid:g} s. {machine_line()}")  # fmt: skip
     template = common.run_name("bench_alarm_template")
-    names = {s: common.run_name(f"bench_alarm_{s}") for s in ("worker", "apscheduler", "poll")}
+    subjects = ("worker", "floor", "apscheduler", "poll")
+    names = {s: common.run_name(f"bench_alarm_{s}") for s in subjects}
     common.migrated_database(template)
     results: dict[str, dict[str, Any]] = {}
     try:
-        for subject in ("worker", "apscheduler", "poll"):
+        for subject in subjects:
             if subject not in only:
                 continue
             common.fresh_database(names[subject], template=template)
@@ -213,6 +228,10 @@ def main() -> int:
                 spawn = worker_spawner(names[subject])
                 results["worker (durable)"] = table_subject(
                     "worker", names[subject], plan, args.lead, spawn
+                )
+            elif subject == "floor":
+                results["bare claim loop (floor)"] = table_subject(
+                    "floor", names[subject], plan, args.lead, floor_spawner(names[subject])
                 )
             elif subject == "apscheduler":
                 results["APScheduler 3 (memory)"] = apscheduler_subject(

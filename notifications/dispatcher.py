@@ -180,27 +180,12 @@ class OutboxComponent:
                 extra={"event": "outbox.reconnected", "reconnects": self._reconnects},
             )
 
-    def _session_settings(self) -> str:
-        """Settings of the outbox's own connections (see README, Notifications).
-
-        Each statement is planned once per connection and never again (planning the claim
-        cost ~0.7 ms, more than running it). A plan made while the table looked empty (a
-        fresh install; a server with autovacuum off never re-plans) must still be right when
-        the table holds months of history, so every statement reaches rows through an index
-        by construction and sequential scans are off here: a generic plan made on an empty
-        table without that took 1.7 s per claim on 200,000 rows, with it 3 ms. JIT never pays
-        for statements of a millisecond. SET after connecting rather than startup options:
-        connection poolers (PgBouncer) refuse unknown startup parameters.
-        """
-        settings = ["plan_cache_mode = force_generic_plan", "enable_seqscan = off", "jit = off"]
-        if not self.settings.synchronous_commit:
-            settings.append("synchronous_commit = off")
-        return "; ".join(f"SET {setting}" for setting in settings)
-
     async def _open(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
         try:
-            await conn.execute(self._session_settings())
+            await conn.execute(
+                db.session_settings(synchronous_commit=self.settings.synchronous_commit)
+            )
         except BaseException:
             await conn.close()
             raise

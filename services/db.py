@@ -54,3 +54,24 @@ def conninfo(application_name: str) -> str:
     params.update({k: v for k, v in fields.items() if v})
     params["application_name"] = application_name
     return make_conninfo(**params)
+
+
+def session_settings(*, synchronous_commit: bool = True) -> str:
+    """SET statements for a worker connection that runs the same few statements all day.
+
+    Each statement is planned once per connection and never again (planning the outbox's
+    claim cost ~0.7 ms, the alarm timers' ~1.5 ms: more than running them; without this,
+    PostgreSQL kept choosing custom plans, re-planned at every execution). A plan made while a
+    table looked empty (a fresh install; a server with autovacuum off never re-plans) must
+    still be right when the table holds months of history, so our statements reach rows
+    through an index by construction and sequential scans are off here: a generic plan made
+    on an empty table without that took 1.7 s per outbox claim on 200,000 rows, with it 3 ms.
+    JIT never pays for statements of a millisecond. SET after connecting rather than startup
+    options: connection poolers (PgBouncer) refuse unknown startup parameters.
+    ``synchronous_commit=False``: commits do not wait for the WAL flush (a PostgreSQL crash
+    may forget the last moment's commits).
+    """
+    settings = ["plan_cache_mode = force_generic_plan", "enable_seqscan = off", "jit = off"]
+    if not synchronous_commit:
+        settings.append("synchronous_commit = off")
+    return "; ".join(f"SET {setting}" for setting in settings)

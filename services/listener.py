@@ -13,6 +13,10 @@ removes it when done, which would silently drop ours. So the reader is removed a
 query we run (LISTEN/UNLISTEN, all in the session task), and notifications psycopg reads
 during those queries reach us through ``add_notify_handler``. No query runs while the reader
 is installed, so reading libpq directly never races psycopg's result processing.
+
+A burst (one transaction rescheduling thousands of rows is thousands of notifications) is
+handed out ``DISPATCH_CHUNK`` at a time, one chunk per turn of the event loop, so whatever
+else is ready meanwhile (a timer coming due) runs between two chunks instead of after all.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ logger = logging.getLogger(__name__)
 APPLICATION_NAME = "alarm-worker-listener"
 _CHANNEL_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _MAX_CHANNEL_LENGTH = 63  # PostgreSQL's NAMEDATALEN - 1
+DISPATCH_CHUNK = 25  # notifications per turn of the event loop (~0.3 ms of work); a task
+# woken meanwhile takes several turns to reach its statement, each behind one chunk
 
 
 def default_conninfo() -> str:
@@ -81,6 +87,8 @@ class Listener:
         self._unannounced: list[_Subscription] = []
         self._encoding = "utf-8"
         self._reader_fd: int | None = None
+        self._reader_conn: psycopg.AsyncConnection[Any] | None = None
+        self._drain_scheduled = False
         self._listened: set[str] = set()
         self._wake = asyncio.Event()  # subscriptions changed, or the connection was lost
         self._lost: psycopg.Error | None = None
@@ -273,7 +281,7 @@ class Listener:
 
     def _add_reader(self, conn: psycopg.AsyncConnection[Any]) -> None:
         # Remember the fd: once the connection is lost, conn.fileno() raises.
-        self._reader_fd = conn.fileno()
+        self._reader_fd, self._reader_conn = conn.fileno(), conn
         asyncio.get_running_loop().add_reader(self._reader_fd, self._on_readable, conn)
         # psycopg may have buffered notifications while our reader was away.
         self._drain(conn)
@@ -281,7 +289,7 @@ class Listener:
     def _remove_reader(self) -> None:
         if self._reader_fd is not None:
             asyncio.get_running_loop().remove_reader(self._reader_fd)
-            self._reader_fd = None
+            self._reader_fd, self._reader_conn = None, None
 
     def _on_readable(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
@@ -297,7 +305,20 @@ class Listener:
         self._drain(conn)
 
     def _drain(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        while (notify := conn.pgconn.notifies()) is not None:
+        for _ in range(DISPATCH_CHUNK):
+            if (notify := conn.pgconn.notifies()) is None:
+                return
             self._dispatch(
                 notify.relname.decode(self._encoding), notify.extra.decode(self._encoding)
             )
+        # More may wait in libpq's queue, where no readiness event will announce them.
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain_more, conn)
+
+    def _drain_more(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._drain_scheduled = False
+        # Only while our reader watches this connection: during a query of ours psycopg hands
+        # the rest to add_notify_handler, and a lost connection's are moot (on_connect reloads).
+        if self._reader_conn is conn:
+            self._drain(conn)

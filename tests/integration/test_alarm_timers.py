@@ -418,3 +418,22 @@ async def test_actions_due_close_together_fire_once_each_over_the_lanes(
     assert statuses == {"fired": 60}
     assert len(await db_call(events, "later")) == 60
     assert 1 <= timers.lanes.statements <= 60
+
+
+async def test_its_connections_plan_once_before_any_timer_never_scan_and_commit_synchronously(
+    alarm: Alarm,
+) -> None:
+    timers = await alarm.start()
+    shown = []
+    for conn in timers.lanes._all:  # the settings in force on each lane
+        settings = {}
+        for name in ("plan_cache_mode", "enable_seqscan", "jit", "synchronous_commit"):
+            row = await (await conn.execute(f"SHOW {name}")).fetchone()
+            settings[name] = row[0] if row else None
+        cursor = await conn.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in await cursor.fetchall()]
+        settings["claim prepared"] = any("FOR UPDATE OF a" in text for text in prepared)
+        shown.append(settings)
+    expected = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off", "jit": "off",
+                "synchronous_commit": "on", "claim prepared": True}  # fmt: skip
+    assert shown == [expected] * timers.lanes.size

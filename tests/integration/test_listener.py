@@ -21,8 +21,11 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from services import db
-from services.listener import Listener, validate_channel
+from services.listener import DISPATCH_CHUNK, Listener, validate_channel
 
+# pytest-django creates the test database only for a run that selects a test marked so; these
+# tests use their own connections, but `-k` picking only some of them must still find it.
+pytestmark = pytest.mark.django_db
 WAIT = 2.0  # seconds; every wait is for an event that normally comes within milliseconds
 
 
@@ -164,6 +167,30 @@ async def test_two_subscribers_of_one_channel_both_get_each_notify(
     await notify(notifier, "alpha", "both")
 
     assert (await first.next(), await second.next()) == ("both", "both")
+
+
+async def test_a_burst_is_dispatched_in_order_in_chunks_that_let_other_work_run_between(
+    listener: Listener, start: StartListener, notifier: psycopg.AsyncConnection[Any]
+) -> None:
+    inbox = Inbox()
+    seen_by_other_work: list[int] = []
+
+    def on_notify(payload: str) -> None:
+        if not inbox.payloads:  # something else becomes ready as the burst starts
+            asyncio.get_running_loop().call_soon(
+                lambda: seen_by_other_work.append(len(inbox.payloads))
+            )
+        inbox(payload)
+
+    listener.subscribe("alpha", on_notify)
+    await start(listener)
+    await notifier.execute(  # one transaction: all 1000 arrive together at its commit
+        "SELECT pg_notify('alpha', n::text) FROM generate_series(1, 1000) AS n"
+    )
+    for _ in range(1000):
+        await inbox.next()
+    assert inbox.payloads == [str(n) for n in range(1, 1001)]
+    assert seen_by_other_work and seen_by_other_work[0] <= DISPATCH_CHUNK
 
 
 async def test_unsubscribe_stops_delivery_and_unlistens_after_the_last_one(

@@ -82,8 +82,23 @@ def test_malformed_payloads_are_refused_with_a_reason(text: str, problem: str) -
         parse(text)
 
 
-def test_from_epoch_is_exact() -> None:
-    assert from_epoch("0.000001") == datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("0.000001", 1),
+        ("1748865600", 1748865600_000000),
+        ("1748865600.5", 1748865600_500000),
+        ("1748865600.999999", 1748865600_999999),
+        ("1748865600.", 1748865600_000000),
+        # not the usual text: read through Decimal, rounded to the microsecond
+        ("1748865600.0000005", 1748865600_000000),
+        ("1748865600.0000015", 1748865600_000002),
+        ("-1.5", -1_500000),
+        ("1.7488656e9", 1748865600_000000),
+    ],
+)
+def test_from_epoch_is_exact(text: str, micros: int) -> None:
+    assert from_epoch(text) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
 def test_monotonic_deadline() -> None:
