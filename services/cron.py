@@ -7,7 +7,10 @@ slot whose claim failed (database away) can be put back and tried again without 
 
 At start: sync ScheduledJob rows from the registry, close runs abandoned by dead workers, and
 catch up each task's latest missed slot once (coalesced) if it is within the task's grace.
-"Run now" requests from the admin arrive by NOTIFY on ``services_jobs``.
+"Run now" requests from the admin arrive by NOTIFY on ``services_jobs``. A task gated by
+``enabled_when`` with ``enabled_changes`` keeps no slot while its predicate says no: the
+predicate is asked at start and again on each NOTIFY of that channel (and after a reconnect
+of the listener), so a disabled task costs nothing at idle.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from services.dbthread import AsyncStore
 from services.execution import Executor, Outcome
 from services.registry import TaskSpec
 from services.schedules import latest_slot
-from services.slots import Due, claim_batch
+from services.slots import Due, claim_batch, is_enabled
 from services.store import JobState
 from services.timers import TimerHeap
 
@@ -66,6 +69,11 @@ class CronComponent:
         self._inflight: set[asyncio.Task[list[Outcome | None]]] = set()
         self.launched = 0  # runs started since creation; tests and health read it
         self._launch_seen = asyncio.Event()
+        self._gated = {n: s for n, s in self.specs.items() if s.enabled_changes and s.schedule}
+        self.disabled: set[str] = set()  # gated tasks whose predicate said no: no slot kept
+        self._gates_pending = False
+        self.gate_reviews = 0  # predicates asked again after a notification (tests wait on it)
+        self._reviewed = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -97,10 +105,12 @@ class CronComponent:
         now = self.clock.now()
         states = await self.db.call(store.sync_jobs, list(self.specs.values()), now)
         await self.db.call(store.recover_abandoned, now)
+        self.disabled = await self.db.call(_disabled, list(self._gated.values()))
         missed = [
             Due(spec, slot, catch_up_source)
             for spec in self.specs.values()
             if spec.schedule is not None
+            and spec.name not in self.disabled
             and spec.name in states
             and (slot := self._plan(spec, states[spec.name], now, plan_next)) is not None
         ]
@@ -130,7 +140,44 @@ class CronComponent:
     def _listen(self) -> Callable[[], None]:
         if self._subscribe is None:
             return lambda: None
-        return self._subscribe(REQUESTS_CHANNEL, self._on_request, on_connect=self._on_request)
+        subscribe = self._subscribe
+        unsubscribes = [subscribe(REQUESTS_CHANNEL, self._on_request, on_connect=self._on_request)]
+        for channel in sorted({spec.enabled_changes or "" for spec in self._gated.values()}):
+            unsubscribes.append(subscribe(channel, self._on_gate, on_connect=self._on_gate))
+
+        def unsubscribe() -> None:
+            for undo in unsubscribes:
+                undo()
+
+        return unsubscribe
+
+    def _on_gate(self, _payload: str = "") -> None:
+        self._gates_pending = True
+        self._wake.set()
+
+    async def _review_gates(self) -> None:
+        """Ask the gated tasks' predicates again; plan the next slot of those now enabled."""
+        try:
+            disabled = await self.db.call(_disabled, list(self._gated.values()))
+        except Exception:
+            logger.error("could not ask enabled_when", exc_info=True,
+                         extra={"event": "cron.gates_failed"})  # fmt: skip
+            return
+        now = self.clock.now()
+        before, self.disabled = self.disabled, disabled
+        for name in sorted(before - disabled):
+            logger.info("task enabled", extra={"event": "cron.task_enabled", "task": name})
+            self._schedule_after(self._gated[name], now, now)
+        for name in sorted(disabled - before):  # its slot on the heap is dropped when due
+            logger.info("task disabled", extra={"event": "cron.task_disabled", "task": name})
+        self.gate_reviews += 1
+        self._reviewed.set()
+
+    async def wait_reviewed(self, count: int) -> None:
+        """Return once the gated tasks' predicates were asked again ``count`` times."""
+        while self.gate_reviews < count:
+            self._reviewed.clear()
+            await self._reviewed.wait()
 
     def _on_request(self, _payload: str = "") -> None:
         self._requests_pending = True
@@ -150,10 +197,14 @@ class CronComponent:
             if self._requests_pending:
                 self._requests_pending = False
                 await self._take_requests(stopping)
+            if self._gates_pending:
+                self._gates_pending = False
+                await self._review_gates()
             now = self.clock.now()
             due = [
                 Due(self.specs[name], slot, "scheduled")
                 for (name, slot), _ in self.heap.pop_due(now)
+                if name not in self.disabled  # dropped: its next slot comes when enabled
             ]
             for item in due:
                 assert item.slot is not None
@@ -169,6 +220,8 @@ class CronComponent:
     def _schedule_after(self, spec: TaskSpec, after: datetime, now: datetime) -> None:
         """Put the task's next slot on the heap; if the loop fell behind, only the latest one."""
         assert spec.schedule is not None
+        if spec.name in self.disabled:
+            return
         slot = spec.schedule.next_slot(after)
         if slot is None:
             return
@@ -268,5 +321,10 @@ class CronComponent:
             "jobs": len(self.specs),
             "next_fire_at": deadline.isoformat() if deadline else None,
             "in_flight": len(self._inflight),
+            "disabled": sorted(self.disabled),
             **self.executor.health(),
         }
+
+
+def _disabled(specs: list[TaskSpec]) -> set[str]:
+    return {spec.name for spec in specs if not is_enabled(spec)}

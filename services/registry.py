@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from services.listener import validate_channel
 from services.schedules import Cron, Schedule, ScheduleError
 
 Overlap = Literal["skip", "allow"]
@@ -46,6 +47,9 @@ class TaskSpec:
     catch_up: bool = True
     catch_up_grace: float = 12 * 3600.0
     enabled_when: Callable[[], bool] | None = field(default=None, compare=False)
+    # A NOTIFY channel whose notifications may change what enabled_when says: the cron asks
+    # it at start and on each of them, and keeps no slot of the task while it says no.
+    enabled_changes: str | None = None
 
     @property
     def is_async(self) -> bool:
@@ -125,12 +129,19 @@ def task(
     catch_up: bool = True,
     catch_up_grace: float = 12 * 3600.0,
     enabled_when: Callable[[], bool] | None = None,
+    enabled_changes: str | None = None,
     into: Registry | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a function as a task. ``schedule`` may be a Schedule or a cron string.
 
     A task without a schedule runs only by hand (``manage.py run_task``). The function may
     take a ``slot`` argument to receive the scheduled instant it runs for.
+
+    ``enabled_when`` (a predicate, run on an ORM thread) gates each run. Asked at every slot,
+    it costs a wake-up and its query each time even while it says no; with
+    ``enabled_changes``, the NOTIFY channel on which what it depends on announces changes,
+    it is asked only at start and after such a notification, and a disabled task keeps no
+    slot at all (no wake-up, no query at idle).
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -138,6 +149,10 @@ def task(
         _check_arguments(
             task_name, timeout, retries, retry_backoff, retry_backoff_cap, overlap, catch_up_grace
         )
+        if enabled_changes is not None:
+            if enabled_when is None:
+                raise ValueError(f"task {task_name!r}: enabled_changes needs enabled_when")
+            validate_channel(enabled_changes)
         spec = TaskSpec(
             name=task_name,
             func=func,
@@ -152,6 +167,7 @@ def task(
             catch_up=catch_up,
             catch_up_grace=float(catch_up_grace),
             enabled_when=enabled_when,
+            enabled_changes=enabled_changes,
         )
         (registry if into is None else into).add(spec)  # an empty Registry is falsy
         func.task_spec = spec  # type: ignore[attr-defined]

@@ -50,7 +50,7 @@ async def claim_batch(
 def _claim_enabled(
     due: list[Due], worker_id: str, now: datetime, lease_until: datetime
 ) -> list[Claim | None]:
-    enabled = [_is_enabled(item.spec) for item in due]
+    enabled = [is_enabled(item.spec) for item in due]
     requests = [_request(item) for item, ok in zip(due, enabled, strict=True) if ok]
     claims = iter(claim_runs(requests, worker_id=worker_id, now=now, lease_until=lease_until))
     return [next(claims) if ok else None for ok in enabled]
@@ -62,7 +62,8 @@ def _request(item: Due) -> ClaimRequest:
     return ClaimRequest(item.spec.name, item.slot, item.source, item.spec.overlap, next_run)
 
 
-def _is_enabled(spec: TaskSpec) -> bool:
+def is_enabled(spec: TaskSpec) -> bool:
+    """What the task's enabled_when says; False (logged) when it raises. ORM thread."""
     if spec.enabled_when is None:
         return True
     try:

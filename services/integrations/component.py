@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.clock import Clock
+from services.integrations.config import CHANNEL
 from services.integrations.config_spec import EffectiveConfig
 from services.integrations.leadership import Term
 
 logger = logging.getLogger(__name__)
-
-CHANNEL = "integrations_config"
 
 
 class LeadershipView(Protocol):

@@ -17,6 +17,8 @@ from django.conf import settings
 from notifications.crypto import SecretError
 from services.integrations.config_spec import EMBEDDED_URL, EffectiveConfig, spec_for
 
+CHANNEL = "integrations_config"  # NOTIFY'd with the kind by a trigger on every row change
+
 
 def _mqtt_environment() -> dict[str, Any] | None:
     if settings.MQTT_URL:

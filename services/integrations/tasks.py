@@ -37,7 +37,7 @@ def home_assistant_active() -> bool:
     return config.load("home_assistant").active
 
 
-@task(Every(300), timeout=120, enabled_when=home_assistant_active)
+@task(Every(300), timeout=120, enabled_when=home_assistant_active, enabled_changes=config.CHANNEL)
 def sync_entity_states(slot: datetime | None = None) -> dict[str, Any]:
     """Pull Home Assistant's ``/api/states`` and write only the entities that differ (a
     fallback for what the WebSocket may have missed); runs only while it is configured."""

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from services.clock import FakeClock
 from services.cron import CronComponent
@@ -319,6 +320,56 @@ async def test_run_now_request_is_delivered_by_notify(bed: CronBed) -> None:
         await listening
     [row] = await bed.runs("on_demand")
     assert (row["source"], row["status"], row["slot"]) == ("manual", "success", None)
+
+
+async def test_a_gated_task_keeps_no_slot_while_disabled_and_resumes_on_its_notify(
+    bed: CronBed,
+) -> None:
+    from services.listener import Listener
+
+    configured, asked, ran = False, [], asyncio.Event()
+
+    def is_configured() -> bool:
+        asked.append(configured)
+        return configured
+
+    @task(Every(60), into=bed.reg, enabled_when=is_configured, enabled_changes="test_gate")
+    async def gated() -> None:
+        ran.set()
+
+    listener = Listener(backoff_base=0.01)
+    cron = bed.cron(subscribe=listener.subscribe)
+    listen_stop = asyncio.Event()
+    listening = asyncio.create_task(listener.run(listen_stop))
+    bed.running.start(cron)
+    try:
+        await asyncio.wait_for(listener.ready.wait(), 5)
+        await asyncio.wait_for(cron.wait_reviewed(1), 5)  # the listener's first connect
+        assert cron.disabled == {"gated"} and cron.health()["next_fire_at"] is None
+        bed.clock.advance(600)  # ten slots go by: no slot is kept, so none is claimed
+
+        configured = True
+        await bed.query(_notify, "test_gate")
+        await asyncio.wait_for(cron.wait_reviewed(2), 5)
+        assert cron.disabled == set()
+        await _until_sleeping(bed.clock)
+        assert cron.health()["next_fire_at"] == (START + timedelta(seconds=660)).isoformat()
+        bed.clock.advance(60)
+        async with asyncio.timeout(5):
+            await ran.wait()
+        await cron.wait_idle()
+    finally:
+        listen_stop.set()
+        await listening
+    # asked at start, at the listener's connect, after the notify, and by the one claim
+    assert asked == [False, False, True, True]
+    [row] = await bed.runs("gated")
+    assert (row["source"], row["status"]) == ("scheduled", "success")
+
+
+def _notify(channel: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, '')", [channel])
 
 
 async def test_stop_waits_for_a_running_task_and_leaves_nothing_running(bed: CronBed) -> None:

@@ -296,3 +296,24 @@ def test_problems_empty_when_all_valid() -> None:
 def test_is_enabled(enabled_when: Callable[[], Any] | None, expected: bool) -> None:
     spec = TaskSpec(name="t", func=_plain, schedule=None, enabled_when=enabled_when)
     assert spec.is_enabled() is expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"enabled_changes": "integrations_config"}, "enabled_changes needs enabled_when"),
+        ({"enabled_when": lambda: True, "enabled_changes": "Bad-Channel"}, "must match"),
+    ],
+)
+def test_enabled_changes_is_checked_at_registration(kwargs: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        task(Every(60), into=Registry(), **kwargs)(_plain)
+
+
+def test_enabled_changes_is_kept_on_the_spec() -> None:
+    reg = Registry()
+    task(Every(60), into=reg, enabled_when=lambda: True, enabled_changes="integrations_config")(
+        _plain
+    )
+    [spec] = list(reg)
+    assert spec.enabled_changes == "integrations_config"
