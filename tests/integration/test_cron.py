@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -294,14 +295,10 @@ async def test_abandoned_run_is_closed_and_the_next_slot_runs(bed: CronBed) -> N
     assert rows[0]["error"].startswith("abandoned")
 
 
-async def test_run_now_request_is_delivered_by_notify(bed: CronBed) -> None:
+@contextlib.asynccontextmanager
+async def _listening_cron(bed: CronBed) -> AsyncIterator[CronComponent]:
+    """A running cron component subscribed to a real listener, which is ready."""
     from services.listener import Listener
-
-    ran = asyncio.Event()
-
-    @task(Every(86400), into=bed.reg)
-    async def on_demand() -> None:
-        ran.set()
 
     listener = Listener(backoff_base=0.01)
     cron = bed.cron(subscribe=listener.subscribe)
@@ -310,14 +307,25 @@ async def test_run_now_request_is_delivered_by_notify(bed: CronBed) -> None:
     bed.running.start(cron)
     try:
         await asyncio.wait_for(listener.ready.wait(), 5)
+        yield cron
+    finally:
+        listen_stop.set()
+        await listening
+
+
+async def test_run_now_request_is_delivered_by_notify(bed: CronBed) -> None:
+    ran = asyncio.Event()
+
+    @task(Every(86400), into=bed.reg)
+    async def on_demand() -> None:
+        ran.set()
+
+    async with _listening_cron(bed) as cron:
         await _until_sleeping(bed.clock)
         await bed.query(_request_run, "on_demand")
         async with asyncio.timeout(5):
             await ran.wait()
         await cron.wait_idle()
-    finally:
-        listen_stop.set()
-        await listening
     [row] = await bed.runs("on_demand")
     assert (row["source"], row["status"], row["slot"]) == ("manual", "success", None)
 
@@ -325,8 +333,6 @@ async def test_run_now_request_is_delivered_by_notify(bed: CronBed) -> None:
 async def test_a_gated_task_keeps_no_slot_while_disabled_and_resumes_on_its_notify(
     bed: CronBed,
 ) -> None:
-    from services.listener import Listener
-
     configured, asked, ran = False, [], asyncio.Event()
 
     def is_configured() -> bool:
@@ -337,13 +343,7 @@ async def test_a_gated_task_keeps_no_slot_while_disabled_and_resumes_on_its_noti
     async def gated() -> None:
         ran.set()
 
-    listener = Listener(backoff_base=0.01)
-    cron = bed.cron(subscribe=listener.subscribe)
-    listen_stop = asyncio.Event()
-    listening = asyncio.create_task(listener.run(listen_stop))
-    bed.running.start(cron)
-    try:
-        await asyncio.wait_for(listener.ready.wait(), 5)
+    async with _listening_cron(bed) as cron:
         await asyncio.wait_for(cron.wait_reviewed(1), 5)  # the listener's first connect
         assert cron.disabled == {"gated"} and cron.health()["next_fire_at"] is None
         bed.clock.advance(600)  # ten slots go by: no slot is kept, so none is claimed
@@ -358,9 +358,6 @@ async def test_a_gated_task_keeps_no_slot_while_disabled_and_resumes_on_its_noti
         async with asyncio.timeout(5):
             await ran.wait()
         await cron.wait_idle()
-    finally:
-        listen_stop.set()
-        await listening
     # asked at start, at the listener's connect, after the notify, and by the one claim
     assert asked == [False, False, True, True]
     [row] = await bed.runs("gated")
