@@ -147,6 +147,8 @@ async def test_a_redis_outage_is_survived(
         while 100 not in seen:
             seen += [item[1] for item in await receiver.next_items(10)]
         assert set(seen) <= {39, 100}  # at most the newest from the outage, then the new one
+        # the receiver may see the push before the publisher's thread logs its recovery
+        assert await asyncio.to_thread(publisher.wait_for, lambda p: p.sent >= 2, 10)
         events = [getattr(r, "event", "") for r in caplog.records]
         assert events.count("realtime.publish_recovered") == 1
         assert events.count("realtime.publish_failed") == 1
