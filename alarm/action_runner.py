@@ -103,35 +103,29 @@ def notify(action: dict[str, Any], data: dict[str, Any], key: str | None) -> lis
     from notifications.models import NotificationProvider
     from notifications.outbox import enqueue
 
-    names = [action["provider"]] if "provider" in action else enabled_providers()
-    if not names:
+    # Instances, not names: enqueue would look each name up again.
+    providers: list[NotificationProvider | str] = (
+        [action["provider"]]
+        if "provider" in action
+        else list(NotificationProvider.objects.filter(enabled=True).order_by("name"))
+    )
+    if not providers:
         raise ActionFailed("no enabled notification provider")
     deliveries = []
-    for name in names:
+    for provider in providers:
+        name = provider if isinstance(provider, str) else provider.name
         try:
             delivery = enqueue(
-                name,
+                provider,
                 action["message"],
                 title=action.get("title", ""),
                 data=data,
                 idempotency_key=f"{key}:{name}"[:200] if key else None,
             )
-        except (ValueError, NotificationProvider.DoesNotExist) as exc:
+        except ValueError as exc:  # an unknown provider name too
             raise ActionFailed(str(exc)) from None
         deliveries.append(delivery.pk)
     return deliveries
-
-
-def enabled_providers() -> list[str]:
-    if not apps.is_installed("notifications"):
-        return []
-    from notifications.models import NotificationProvider
-
-    return list(
-        NotificationProvider.objects.filter(enabled=True)
-        .order_by("name")
-        .values_list("name", flat=True)
-    )
 
 
 def _set_alarm_state(state: str, origin: str, now: datetime) -> dict[str, Any]:

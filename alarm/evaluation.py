@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from alarm.conditions import BRANCH_KEYS, ROOT_PATH
+from alarm.conditions import BRANCH_KEYS, LEAF_OPERATORS, ROOT_PATH
 
 _TRUE = frozenset({"on", "true", "yes", "1"})
 _FALSE = frozenset({"off", "false", "no", "0"})
@@ -161,7 +161,7 @@ def _operator(operator: str, value: Any, operand: Any) -> bool:
     return bool(number > operand if operator == "above" else number < operand)
 
 
-_OPERATORS = ("equals", "not_equals", "in", "not_in", "above", "below")
+_OPERATORS = tuple(sorted(LEAF_OPERATORS))  # checked in a fixed order; all are pure
 
 
 def same(value: Any, operand: Any) -> bool:

@@ -189,7 +189,7 @@ def _for_rows(rule: Rule, result: Evaluation, mine: dict[str, RuleRuntime]) -> l
     """The runtime rows of ``rule``'s for nodes whose state differs from what is stored."""
     rows = []
     for node, state in result.fors.items():
-        scheduled_for = state.due if state.status != "idle" else None
+        scheduled_for = state.due  # None exactly while idle
         stored = mine.get(node)
         if stored is not None and (stored.status, stored.since, stored.scheduled_for) == (
             state.status, state.since, scheduled_for,

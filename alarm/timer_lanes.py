@@ -53,6 +53,8 @@ class FiringLanes[Item]:
         self.submitted = 0  # items handed in
 
     async def open(self) -> None:
+        """Connect every lane; a previous run's failure and queue are forgotten."""
+        self.failure, self._queued, self._idle, self._all = None, [], [], []
         for _ in range(self.size):
             conn = await self._connect()
             self._all.append(conn)

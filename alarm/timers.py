@@ -93,7 +93,6 @@ class AlarmTimers:
     async def run(self, stopping: asyncio.Event) -> None:
         self._wake = asyncio.Event()
         self.timers, self._replay = Schedule(), None
-        self.lanes = self._new_lanes(self.lanes.size)
         given = self._orm
         orm = self._orm = given or AsyncStore()
         try:
@@ -254,7 +253,7 @@ class AlarmTimers:
             self._start_orm(for_orm)
 
     def _start_orm(self, items: list[Ready]) -> None:
-        task = asyncio.create_task(self._fire_orm(self._orm, items), name="alarm-timers-orm")
+        task = asyncio.create_task(self._fire_orm(items), name="alarm-timers-orm")
         self._orm_tasks.add(task)
         task.add_done_callback(self._orm_tasks.discard)
 
@@ -270,8 +269,7 @@ class AlarmTimers:
                 stale_after=timer_policy.STALE_AFTER,
             )
         except psycopg.OperationalError:
-            self._retry(chunk)
-            raise  # the connection is gone: the runner restarts the component
+            raise  # the lane is gone: the component restarts and reloads every row
         except psycopg.Error:
             logger.exception(
                 "batch of pending actions failed; firing them one by one",
@@ -282,7 +280,8 @@ class AlarmTimers:
         self._count(Counter(f"action.{names.get(v, v)}" for v in verdicts.values() if v != "orm"))
         return verdicts
 
-    async def _fire_orm(self, orm: AsyncStore | None, items: list[Ready]) -> None:
+    async def _fire_orm(self, items: list[Ready]) -> None:
+        orm = self._orm
         assert orm is not None, "the ORM store is set while the component runs"
         work = [(item.key[0], item.key[1], item.due, item.late) for item in items]
         try:

@@ -21,6 +21,7 @@ A failed write (the database is away) keeps the integration dirty and retries af
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -336,13 +337,4 @@ class StatusHub:
 
 
 def _history_only(status: IntegrationStatus) -> IntegrationStatus:
-    return IntegrationStatus(
-        integration=status.integration,
-        configured=status.configured,
-        enabled=status.enabled,
-        since=status.since,
-        last_connect_at=status.last_connect_at,
-        last_disconnect_at=status.last_disconnect_at,
-        last_error=status.last_error,
-        details=status.details,
-    )
+    return dataclasses.replace(status, link="idle", available=None)

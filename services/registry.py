@@ -140,8 +140,9 @@ def task(
     ``enabled_when`` (a predicate, run on an ORM thread) gates each run. Asked at every slot,
     it costs a wake-up and its query each time even while it says no; with
     ``enabled_changes``, the NOTIFY channel on which what it depends on announces changes,
-    it is asked only at start and after such a notification, and a disabled task keeps no
-    slot at all (no wake-up, no query at idle).
+    it is asked at start and after such a notification, and a disabled task keeps no slot
+    at all (no wake-up, no query at idle); an enabled one is still asked as its slot is
+    claimed (a change may be on its way), which costs a query only when it runs anyway.
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from alarm.conditions import ROOT_PATH
 from alarm.models.rules import Rule
 
-ROOT_NODE = "conditions"
+ROOT_NODE = ROOT_PATH
 
 
 class RuleRuntime(models.Model):

@@ -259,8 +259,9 @@ FRIGATE = KindSpec(
     ),
 )
 
-# Home Assistant and Z-Wave JS: the fields their clients' settings take (``ws_settings`` maps
-# them onto HomeAssistantSettings and ZwaveJsSettings, which validate the rest).
+# Home Assistant and Z-Wave JS: the fields their clients' settings take (their modules'
+# ``settings_from`` map them onto HomeAssistantSettings and ZwaveJsSettings, which validate
+# the rest).
 HOME_ASSISTANT = KindSpec(
     "home_assistant",
     "Home Assistant",

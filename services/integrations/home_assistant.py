@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.integrations import ha_protocol as proto
+from services.integrations.config_spec import EffectiveConfig
 from services.integrations.ha_protocol import EntityFilter, HaSession
 from services.integrations.ws_client import AuthFailed, WebSocketClient
 from services.integrations.ws_support import EntityState
@@ -97,6 +98,21 @@ class HomeAssistantSettings:
         netloc = f"[{host}]" if ":" in host else host
         netloc += f":{url.port}" if url.port else ""
         return urllib.parse.urlunsplit((url.scheme, netloc, url.path, "", ""))
+
+
+def settings_from(config: EffectiveConfig) -> HomeAssistantSettings:
+    """The client's settings from an effective configuration (the dataclass validates)."""
+    values = config.values
+    retry = float(values.get("auth_retry_interval") or 0)
+    return HomeAssistantSettings(
+        base_url=str(values.get("url") or ""),
+        token=str(values.get("token") or ""),
+        verify_tls=bool(values.get("verify_tls", True)),
+        include=tuple(values.get("include") or ()),
+        exclude=tuple(values.get("exclude") or ()),
+        heartbeat_interval=float(values.get("heartbeat_interval") or 30.0),
+        auth_retry_interval=retry if retry > 0 else None,
+    )
 
 
 class HomeAssistantClient(WebSocketClient[HomeAssistantSettings]):

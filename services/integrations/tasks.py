@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 
 from alarm.models import Entity
 from alarm.services import aupdate_entity_state
-from services.integrations import config, ws_settings
+from services.integrations import config, home_assistant
 from services.integrations.ha_sync import KnownState, sync_states
 from services.integrations.home_assistant import HomeAssistantSettings
 from services.integrations.models import FrigateDetection
@@ -44,7 +44,7 @@ def sync_entity_states(slot: datetime | None = None) -> dict[str, Any]:
     effective = config.load("home_assistant")
     if not effective.active:
         return {"skipped": "Home Assistant is not configured"}
-    settings = ws_settings.home_assistant_settings(effective)
+    settings = home_assistant.settings_from(effective)
     # async_to_sync: on_state's ORM calls run on this task's thread, whose connections the
     # executor closes when the run ends.
     summary: dict[str, Any] = async_to_sync(_pull)(settings, _known_states())

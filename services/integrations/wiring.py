@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 from alarm.services import aupdate_entity_state
 from realtime.hub import status_hub
 from services import embedded
-from services.integrations import config, frigate, mqtt_settings, store, ws_settings, zigbee2mqtt
+from services.integrations import (
+    config,
+    frigate,
+    home_assistant,
+    mqtt_settings,
+    store,
+    zigbee2mqtt,
+    zwavejs,
+)
 from services.integrations.component import ClientType, IntegrationComponent
 from services.integrations.frigate_parse import Detection
 from services.integrations.home_assistant import HomeAssistantClient
@@ -76,7 +84,7 @@ def client_types(ctx: WorkerContext) -> list[ClientType]:
             frigate.settings_from,
         ),
         ClientType(
-            "home_assistant", HomeAssistantClient, ws_settings.home_assistant_settings
+            "home_assistant", HomeAssistantClient, home_assistant.settings_from
         ),
-        ClientType("zwavejs", ZwaveJsClient, ws_settings.zwavejs_settings),
+        ClientType("zwavejs", ZwaveJsClient, zwavejs.settings_from),
     ]  # fmt: skip

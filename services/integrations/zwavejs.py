@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.integrations import zwavejs_protocol as zw
+from services.integrations.config_spec import EffectiveConfig
 from services.integrations.ws_client import WebSocketClient
 from services.integrations.ws_support import Malformed
 
@@ -65,6 +66,16 @@ class ZwaveJsSettings:
         host = url.hostname or ""
         netloc = (f"[{host}]" if ":" in host else host) + (f":{url.port}" if url.port else "")
         return urllib.parse.urlunsplit((url.scheme, netloc, url.path, "", ""))
+
+
+def settings_from(config: EffectiveConfig) -> ZwaveJsSettings:
+    """The client's settings from an effective configuration (the dataclass validates)."""
+    values = config.values
+    return ZwaveJsSettings(
+        url=str(values.get("url") or ""),
+        verify_tls=bool(values.get("verify_tls", True)),
+        heartbeat_interval=float(values.get("heartbeat_interval") or 30.0),
+    )
 
 
 class ZwaveJsClient(WebSocketClient[ZwaveJsSettings]):

@@ -13,7 +13,7 @@ from django.db import connections
 
 from alarm.models import Entity
 from services.clock import FakeClock
-from services.integrations import tasks, ws_settings
+from services.integrations import home_assistant, tasks, zwavejs
 from services.integrations.config_spec import EffectiveConfig, spec_for
 from services.integrations.home_assistant import HomeAssistantClient, HomeAssistantSettings
 from services.integrations.models import IntegrationConfig
@@ -28,21 +28,21 @@ def effective(kind: str, **values: Any) -> EffectiveConfig:
 
 
 def test_the_builders_fill_the_clients_settings() -> None:
-    ha = ws_settings.home_assistant_settings(
+    ha = home_assistant.settings_from(
         effective("home_assistant", url="http://ha:8123", token="t", include=["binary_sensor.*"])
     )
     assert ha == HomeAssistantSettings(
         "http://ha:8123", "t", include=("binary_sensor.*",), auth_retry_interval=None
     )
     retrying = effective("home_assistant", url="http://ha", token="t", auth_retry_interval=300)
-    assert ws_settings.home_assistant_settings(retrying).auth_retry_interval == 300.0
-    zw = ws_settings.zwavejs_settings(effective("zwavejs", url="ws://z:3000", verify_tls=False))
+    assert home_assistant.settings_from(retrying).auth_retry_interval == 300.0
+    zw = zwavejs.settings_from(effective("zwavejs", url="ws://z:3000", verify_tls=False))
     assert zw == ZwaveJsSettings("ws://z:3000", verify_tls=False)
 
 
 def test_an_unusable_configuration_is_a_value_error_naming_the_field() -> None:
     with pytest.raises(ValueError, match="token"):
-        ws_settings.home_assistant_settings(effective("home_assistant", url="http://ha:8123"))
+        home_assistant.settings_from(effective("home_assistant", url="http://ha:8123"))
 
 
 def test_both_clients_are_client_types_of_the_wrapper() -> None:
