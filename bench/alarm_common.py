@@ -14,12 +14,10 @@ start; ``finished_at`` is the worker's clock when it sent the claim (its wake-up
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +26,7 @@ from typing import Any
 import psycopg
 
 from bench import common
+from bench.outbox_common import MachineLoad
 
 ACTION = {"type": "emit_event", "message": "bench"}
 
@@ -237,27 +236,55 @@ def worker_env(dbname: str, port: int, **extra: str) -> dict[str, str]:
     )
 
 
-def healthz(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-        return dict(json.loads(response.read()))
-
-
 def timers_health(port: int) -> dict[str, Any]:
-    return dict(healthz(port).get("components", {}).get("alarm_timers", {}))
+    return dict(common.healthz(port).get("components", {}).get("alarm_timers", {}))
 
 
 def wait_timers_ready(child: common.Child, port: int, timeout: float = 60.0) -> None:
     """Poll /healthz until the timer component has loaded the tables once."""
-    deadline = time.perf_counter() + timeout
-    while True:
-        if child.popen.poll() is not None:
-            raise RuntimeError(f"{child.label} exited ({child.popen.returncode}):\n{child.tail()}")
-        with contextlib.suppress(OSError, ValueError):
-            if timers_health(port).get("loads", 0) >= 1:
-                return
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"{child.label}: timers not ready in {timeout} s\n{child.tail()}")
-        time.sleep(0.05)
+
+    def loaded(health: dict[str, Any]) -> bool:
+        return bool(health.get("components", {}).get("alarm_timers", {}).get("loads", 0) >= 1)
+
+    common.wait_health(child, port, loaded, "timers", timeout)
+
+
+def run_on_table(
+    dbname: str, plan: Plan, lead: float, children: list[common.Child], *,
+    record: bool = True, tail: float = 0.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Run ``plan`` on the pending-action table that ``children`` serve (they are stopped at
+    the end): schedule it ``lead`` s ahead, change 20 % mid-way, wait until ``tail`` s after
+    the last due time (plus 3 s), collect. CPU is the children's together."""
+    recorder = Recorder(dbname) if record else None
+    try:
+        if recorder:
+            recorder.start()
+        run = TableRun(dbname, plan)
+        run.schedule(lead)
+        load = MachineLoad()
+        cpu_before = [common.cpu_seconds(child.pid) for child in children]
+        changer = threading.Thread(target=run.change_mid_way, daemon=True)
+        changer.start()
+        sleep_until(run.start + max(plan.dues) + 3.0 + tail)
+        changer.join()
+        cpu = sum(common.cpu_seconds(c.pid) - b for c, b in zip(children, cpu_before, strict=True))
+        result = run.collect(recorder)
+        result.update(cpu=cpu, machine=load.finish())
+        return result
+    finally:
+        if recorder:
+            recorder.stop()
+        for child in children:
+            child.stop()
+
+
+def baseline_child(dbname: str, mode: str, *args: str) -> common.Child:
+    """``bench/alarm_baselines.py MODE DBNAME ARGS...``, once it says it is ready."""
+    argv = [common.PYTHON, "bench/alarm_baselines.py", mode, dbname, *args]
+    child = common.Child(argv, common.django_env(common.db_url(dbname)), label=mode)
+    child.wait_for(f"{mode} ready", 30)
+    return child
 
 
 def spawn_worker(dbname: str, label: str) -> tuple[common.Child, int]:

@@ -35,7 +35,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,61 +50,6 @@ from bench.outbox_common import MachineLoad, machine_line
 # how much the measuring costs the subjects on a busy machine.
 RECORD = not os.environ.get("NO_RECORDER")
 GOALS = {"start p99": 3.0, "committed p99": 5.0, "max": 20.0}
-
-
-def table_subject(
-    label: str, dbname: str, plan: ac.Plan, lead: float, spawn: Any
-) -> dict[str, Any]:
-    """Run ``plan`` on a pending-action table served by the process ``spawn()`` starts."""
-    child = spawn()
-    recorder = ac.Recorder(dbname) if RECORD else None
-    if recorder:
-        recorder.start()
-    try:
-        run = ac.TableRun(dbname, plan)
-        run.schedule(lead)
-        load, cpu_before = MachineLoad(), common.cpu_seconds(child.pid)
-        changer = threading.Thread(target=run.change_mid_way, daemon=True)
-        changer.start()
-        ac.sleep_until(run.start + max(plan.dues) + 3.0 + getattr(spawn, "interval", 0.0))
-        changer.join()
-        cpu = common.cpu_seconds(child.pid) - cpu_before
-        result = run.collect(recorder)
-        result.update(cpu=cpu, machine=load.finish())
-        return result
-    finally:
-        if recorder:
-            recorder.stop()
-        child.stop()
-
-
-def worker_spawner(dbname: str) -> Any:
-    def spawn() -> common.Child:
-        child, _ = ac.spawn_worker(dbname, "worker")
-        return child
-
-    return spawn
-
-
-def poll_spawner(dbname: str, interval: float) -> Any:
-    def spawn() -> common.Child:
-        args = [common.PYTHON, "bench/alarm_baselines.py", "poll", dbname, str(interval)]
-        child = common.Child(args, common.django_env(common.db_url(dbname)), label="poll")
-        child.wait_for("poll ready", 30)
-        return child
-
-    spawn.interval = interval  # type: ignore[attr-defined]
-    return spawn
-
-
-def floor_spawner(dbname: str) -> Any:
-    def spawn() -> common.Child:
-        args = [common.PYTHON, "bench/alarm_baselines.py", "floor", dbname]
-        child = common.Child(args, common.django_env(common.db_url(dbname)), label="floor")
-        child.wait_for("floor ready", 30)
-        return child
-
-    return spawn
 
 
 def apscheduler_available() -> str | None:
@@ -224,23 +168,24 @@ def main() -> int:
                 continue
             common.fresh_database(names[subject], template=template)
             print(f"==> {subject}", flush=True)
+            db = names[subject]
             if subject == "worker":
-                spawn = worker_spawner(names[subject])
-                results["worker (durable)"] = table_subject(
-                    "worker", names[subject], plan, args.lead, spawn
+                worker = ac.spawn_worker(db, "worker")[0]
+                results["worker (durable)"] = ac.run_on_table(
+                    db, plan, args.lead, [worker], record=RECORD
                 )
             elif subject == "floor":
-                results["bare claim loop (floor)"] = table_subject(
-                    "floor", names[subject], plan, args.lead, floor_spawner(names[subject])
+                floor = ac.baseline_child(db, "floor")
+                results["bare claim loop (floor)"] = ac.run_on_table(
+                    db, plan, args.lead, [floor], record=RECORD
                 )
             elif subject == "apscheduler":
-                results["APScheduler 3 (memory)"] = apscheduler_subject(
-                    names[subject], plan, args.lead
-                )
+                results["APScheduler 3 (memory)"] = apscheduler_subject(db, plan, args.lead)
             else:
-                spawn = poll_spawner(names[subject], args.poll_interval)
-                label = f"poll every {args.poll_interval:g} s"
-                results[label] = table_subject("poll", names[subject], plan, args.lead, spawn)
+                poll = ac.baseline_child(db, "poll", str(args.poll_interval))
+                results[f"poll every {args.poll_interval:g} s"] = ac.run_on_table(
+                    db, plan, args.lead, [poll], record=RECORD, tail=args.poll_interval
+                )
     finally:
         if not args.keep_databases:
             for name in (template, *names.values()):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +26,12 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 from bench import alarm_common as ac
 from bench import common
-from bench.outbox_common import MachineLoad, machine_line
+from bench.outbox_common import machine_line
 
 
 def serve(dbname: str, plan: ac.Plan, replicas: int, lead: float) -> dict[str, Any]:
     workers = [ac.spawn_worker(dbname, f"worker-{n}")[0] for n in range(replicas)]
-    recorder = ac.Recorder(dbname)
-    recorder.start()
-    try:
-        run = ac.TableRun(dbname, plan)
-        run.schedule(lead)
-        load = MachineLoad()
-        cpu_before = [common.cpu_seconds(w.pid) for w in workers]
-        changer = threading.Thread(target=run.change_mid_way, daemon=True)
-        changer.start()
-        ac.sleep_until(run.start + max(plan.dues) + 3.0)
-        changer.join()
-        cpu = sum(common.cpu_seconds(w.pid) - c for w, c in zip(workers, cpu_before, strict=True))
-        result = run.collect(recorder)
-        result.update(cpu=cpu, machine=load.finish())
-        return result
-    finally:
-        recorder.stop()
-        for worker in workers:
-            worker.stop()
+    return ac.run_on_table(dbname, plan, lead, workers)
 
 
 def print_table(results: dict[str, dict[str, Any]]) -> None:

@@ -11,6 +11,7 @@ percentile helpers.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +254,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 if __name__ == "__main__":
     print("bench/common.py holds helpers for the benchmarks; it measures nothing itself.")
+
+
+def healthz(port: int) -> dict[str, Any]:
+    """A worker's /healthz body."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+def wait_health(
+    child: Child, port: int, ready: Callable[[dict[str, Any]], bool], what: str,
+    timeout: float = 60.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Poll the child's /healthz until ``ready(body)``; its body. (Another process: no event
+    to wait on, so a 50 ms poll, only while a benchmark starts.)"""
+    deadline = time.perf_counter() + timeout
+    while True:
+        if child.popen.poll() is not None:
+            raise RuntimeError(f"{child.label} exited ({child.popen.returncode}):\n{child.tail()}")
+        with contextlib.suppress(OSError, ValueError):
+            if ready(health := healthz(port)):
+                return health
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{child.label}: {what} not ready in {timeout} s\n{child.tail()}")
+        time.sleep(0.05)

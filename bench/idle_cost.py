@@ -36,13 +36,11 @@ and drops its two ``bench_idle_*_<pid>`` databases; the worker's /healthz uses `
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -99,20 +97,6 @@ SELECT id, 'idle', 'due in an hour', '{}', 'pending', 0, 5, now() + interval '1 
        '', '', '', 'bench-idle-future', now(), now()
 FROM provider
 """
-
-
-def wait_outbox(port: int, child: common.Child, timeout: float) -> dict[str, Any]:
-    deadline = time.perf_counter() + timeout
-    while True:
-        try:
-            health = healthz(port)
-            if outbox_ready(health):
-                return health
-        except (OSError, ValueError):
-            pass
-        if child.popen.poll() is not None or time.perf_counter() > deadline:
-            raise RuntimeError(f"the worker's outbox did not get ready:\n{child.tail()}")
-        time.sleep(0.1)
 
 
 def connections(dbname: str) -> list[tuple[int, str, str, str]]:
@@ -246,11 +230,6 @@ def end(subject: Subject, sampler: ActivitySampler) -> None:
     }
 
 
-def healthz(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-        return json.loads(response.read())
-
-
 def report(worker: Subject, poller: Subject, interval: float, seconds: float) -> None:
     w, p = worker.results, poller.results
 
@@ -331,8 +310,8 @@ def main() -> None:
         children.append(poller)
         worker.wait_for("event=cron.ready", timeout=60)
         poller.wait_for("event=poller.ready", timeout=60)
-        wait_outbox(args.port, worker, timeout=60)
-        cron = healthz(args.port)["components"]["cron"]
+        common.wait_health(worker, args.port, outbox_ready, "outbox", timeout=60)
+        cron = common.healthz(args.port)["components"]["cron"]
         print(
             f"both ready; settling {args.settle:g} s; worker's next fire at "
             f"{cron['next_fire_at']} ({cron['jobs']} jobs)",
@@ -340,7 +319,7 @@ def main() -> None:
         )
         time.sleep(args.settle)
         subjects = [Subject("runworker", worker, WORKER_DB), Subject("poller", poller, POLL_DB)]
-        outbox_before = healthz(args.port)["components"]["outbox"]
+        outbox_before = common.healthz(args.port)["components"]["outbox"]
         sampler.start()
         for subject in subjects:
             begin(subject)
@@ -353,7 +332,7 @@ def main() -> None:
         subjects[0].results.update(
             connections=connections(WORKER_DB),
             outbox_before=outbox_before,
-            outbox_after=healthz(args.port)["components"]["outbox"],
+            outbox_after=common.healthz(args.port)["components"]["outbox"],
         )
         for child in children:
             if child.popen.poll() is not None:

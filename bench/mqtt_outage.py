@@ -138,14 +138,6 @@ def session_cookie() -> str:
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
-def healthz(port: int) -> dict[str, Any]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-        body: dict[str, Any] = json.load(response)
-    return body
-
-
 def mqtt_connected(text: str) -> bool:
     return bool(json.loads(text)["payload"]["mqtt"]["connected"])
 
@@ -253,7 +245,7 @@ class Idle:
 
     async def ours(self, health_port: int, pids: dict[str, int]) -> dict[str, float]:
         async def counters() -> dict[str, float]:
-            status = (await asyncio.to_thread(healthz, health_port))["components"]["status"]
+            status = (await asyncio.to_thread(common.healthz, health_port))["components"]["status"]
             return {
                 "writes": status["writes"], "sent": status["publisher"]["sent"],
                 "messages": self.clients.messages, "polls": 0.0,

@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -482,11 +481,6 @@ def outbox_env(dbname: str, port: int, **extra: str) -> dict[str, str]:
     )
 
 
-def healthz(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-        return dict(json.loads(response.read()))
-
-
 def outbox_ready(health: dict[str, Any]) -> bool:
     components = health.get("components", {})
     listener, outbox = components.get("listener", {}), components.get("outbox", {})
@@ -500,17 +494,7 @@ def outbox_ready(health: dict[str, Any]) -> bool:
 
 def wait_outbox_ready(child: common.Child, port: int, timeout: float) -> dict[str, Any]:
     """Poll /healthz until the listener LISTENs and the outbox has drained once."""
-    deadline = time.perf_counter() + timeout
-    while True:
-        if child.popen.poll() is not None:
-            raise RuntimeError(f"{child.label} exited ({child.popen.returncode}):\n{child.tail()}")
-        with contextlib.suppress(OSError, ValueError):
-            health = healthz(port)
-            if outbox_ready(health):
-                return health
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"{child.label}: outbox not ready in {timeout} s\n{child.tail()}")
-        time.sleep(0.05)
+    return common.wait_health(child, port, outbox_ready, "outbox", timeout)
 
 
 def migrated_template() -> str:

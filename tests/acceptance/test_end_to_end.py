@@ -12,22 +12,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
-from django.conf import settings
 
 from alarm import services
 from alarm.models import AlarmSettings, Entity, Rule, RuleActionLog
 from notifications.models import NotificationProvider
 from realtime import tokens
-from services import embedded
 from services.integrations.models import IntegrationConfig
 from tests.acceptance.conftest import Spawn, ThreadedFakeProviders
 from tests.integration.conftest import db_call, stores  # noqa: F401 - fixtures
 from tests.integration.integrations.brokers import Publisher, topic_prefix
+from tests.integration.integrations.conftest import broker_url, publisher  # noqa: F401 - fixtures
 from tests.realtime_support import (  # noqa: F401 - fixtures
     ORIGIN,
     Daphne,
@@ -39,19 +37,6 @@ from tests.realtime_support import (  # noqa: F401 - fixtures
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
 DOOR = "zigbee2mqtt.front_door"
-
-
-@pytest.fixture
-def broker_url() -> str:
-    """The machine's broker (MQTT_URL), else the embedded one the worker would start too."""
-    return settings.MQTT_URL or embedded.mqtt_url()
-
-
-@pytest.fixture
-def publisher(broker_url: str) -> Iterator[Publisher]:
-    client = Publisher(broker_url)
-    yield client
-    client.close()
 
 
 def set_up(base_topic: str, webhook: dict[str, Any]) -> None:
@@ -80,8 +65,8 @@ async def test_a_door_left_open_notifies_and_every_change_is_pushed(
     worker_env: dict[str, str],
     daphne: Daphne,
     realtime_group: str,
-    broker_url: str,
-    publisher: Publisher,
+    broker_url: str,  # noqa: F811 - the fixture imported above
+    publisher: Publisher,  # noqa: F811 - the fixture imported above
     fake_providers: ThreadedFakeProviders,
     db_call: Any,  # noqa: F811 - the fixture imported above
 ) -> None:
